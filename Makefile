@@ -1,0 +1,87 @@
+# cvm — see README.md. Every target works as root on a fresh Debian 12
+# machine: `make test` and `make demo` install what they need first.
+
+SHELL   := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+BIN     := $(CURDIR)/bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 10s
+BENCHTIME ?= 2s
+# Debian packages the tests and tools need.
+APT_PACKAGES := protobuf-compiler
+
+.PHONY: all build test test-unit bench fuzz proto proto-check lint demo deps clean
+
+all: build
+
+## deps: install the Debian packages and Go tools the targets need (root)
+deps:
+	@command -v $(GO) >/dev/null || { echo "make: Go not found (expected /usr/local/go/bin/go)"; exit 1; }
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
+		echo "installing:$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(GO) mod download
+
+## build: build the binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## test: every test tier this machine supports, then a summary of what ran and what was skipped
+test: deps proto-check lint
+	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
+	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 20m ./... 2>&1 | $(BIN)/testreport
+
+## bench: verification throughput per TEE next to its signature-check bound, as ratios
+bench:
+	@$(GO) build -o $(BIN)/benchratio ./internal/tools/benchratio
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./... 2>&1 | $(BIN)/benchratio
+
+## fuzz: run every fuzz target for FUZZTIME (default 10s) each
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+PROTOS := $(shell find proto -name '*.proto')
+
+## proto: regenerate the committed Go code from proto/
+proto: deps
+	@mkdir -p $(BIN)
+	@$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I proto -I /usr/include \
+		--go_out=. --go_opt=module=github.com/greatjail/cvm $(PROTOS)
+
+## proto-check: fail if the committed generated code differs from a fresh generation
+proto-check: deps
+	@mkdir -p $(BIN); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go && \
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I proto -I /usr/include \
+		--go_out=$$tmp --go_opt=module=github.com/greatjail/cvm $(PROTOS) && \
+	for f in $$(cd $$tmp && find . -name '*.pb.go'); do \
+		cmp -s $$tmp/$$f $$f || { echo "proto-check: $$f is stale: run 'make proto' and commit"; exit 1; }; \
+	done; \
+	for f in $$(find proto -name '*.pb.go'); do \
+		[ -f $$tmp/$$f ] || { echo "proto-check: $$f has no .proto source"; exit 1; }; \
+	done; echo "proto-check: generated code is current"
+
+## lint: go vet and staticcheck
+lint:
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+## demo: verify a recorded real SEV-SNP report, then a simulated-TEE round trip
+demo: deps build
+	@scripts/demo.sh $(BIN)/cvm
+
+clean:
+	rm -rf $(BIN) .demo

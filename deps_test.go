@@ -1,0 +1,95 @@
+package cvm
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// linkRule says what a package or binary must never link.
+type linkRule struct {
+	pkg string // relative import path, e.g. "./cmd/cvm-agent"
+	// missingOK names why the package may not exist yet; the rule then skips.
+	missingOK string
+	// forbidden are import paths (or prefixes ending in "/") never to link.
+	forbidden []string
+	// stdOnly requires that everything linked is in the standard library.
+	stdOnly bool
+}
+
+const mod = "github.com/greatjail/cvm/"
+
+// Fakes and test helpers live in packages named ...test; production
+// binaries never link them, nor the standard testing package (whose
+// presence would also mean test flags in the binary).
+var testOnly = []string{"testing", "github.com/google/go-sev-guest/testing", "github.com/google/go-tdx-guest/testing"}
+
+var linkRules = []linkRule{
+	{
+		// The guest agent runs inside the TEE: it produces evidence but must
+		// not contain verifiers, the broker, the VMM or the launcher, and
+		// never any fake.
+		pkg:       "./cmd/cvm-agent",
+		missingOK: "cmd/cvm-agent does not exist yet: the guest agent arrives with the launch issue; this rule applies as soon as it does",
+		forbidden: append([]string{
+			mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim",
+			mod + "attestation/attestcmd", mod + "kbs", mod + "kbs/", mod + "vmm", mod + "vmm/", mod + "launcher", mod + "launcher/",
+			mod + "policy", mod + "policy/",
+			"github.com/google/go-sev-guest/verify", "github.com/google/go-tdx-guest/verify",
+		}, testOnly...),
+	},
+	{
+		pkg:       "./cmd/cvm",
+		forbidden: append([]string{mod + "attestation/tpm/tpmtest"}, testOnly...),
+	},
+	{
+		// Shared by the guest agent and the broker: standard library only.
+		pkg:     "./attestation/runtimedata",
+		stdOnly: true,
+	},
+}
+
+func TestLinkRules(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	for _, r := range linkRules {
+		t.Run(strings.TrimPrefix(r.pkg, "./"), func(t *testing.T) {
+			if _, err := os.Stat(r.pkg); os.IsNotExist(err) {
+				if r.missingOK == "" {
+					t.Fatalf("%s does not exist", r.pkg)
+				}
+				t.Skip(r.missingOK)
+			}
+			out, err := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", r.pkg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list -deps %s: %v\n%s", r.pkg, err, out)
+			}
+			stdOut, err := exec.Command(goBin, "list", "-deps", "-f", "{{if .Standard}}{{.ImportPath}}{{end}}", r.pkg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list -deps %s: %v\n%s", r.pkg, err, stdOut)
+			}
+			deps := strings.Fields(string(out)) // non-standard, including r.pkg itself
+			std := strings.Fields(string(stdOut))
+			self := mod + strings.TrimPrefix(r.pkg, "./")
+			for _, d := range append(deps, std...) {
+				for _, f := range r.forbidden {
+					if d == f || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) {
+						t.Errorf("%s links %s, which it must never link", r.pkg, d)
+					}
+				}
+			}
+			if r.stdOnly {
+				for _, d := range deps {
+					if d != self {
+						t.Errorf("%s links non-standard package %s; it must use the standard library only", r.pkg, d)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,109 @@
+// Command benchratio reads `go test -bench` output on stdin, passes it
+// through, and then prints, for every package that has both
+// BenchmarkVerify and BenchmarkSignatureBound, the verification rate next to
+// the rate of the signature checks that bound it, and their ratio. Both
+// numbers come from the same run on the same machine.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// result is one benchmark line's ns/op.
+type pair struct {
+	verify, bound float64 // ns/op; 0 = not seen
+}
+
+func main() {
+	if err := run(os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "benchratio:", err)
+		os.Exit(1)
+	}
+}
+
+func run(in io.Reader, out io.Writer) error {
+	pairs := map[string]*pair{}
+	pkg := ""
+	failed := false
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(out, line)
+		switch {
+		case strings.HasPrefix(line, "pkg: "):
+			pkg = strings.TrimPrefix(line, "pkg: ")
+		case strings.HasPrefix(line, "FAIL"), strings.HasPrefix(line, "--- FAIL"):
+			failed = true
+		case strings.HasPrefix(line, "Benchmark"):
+			name, ns, ok := parse(line)
+			if !ok {
+				continue
+			}
+			p := pairs[pkg]
+			if p == nil {
+				p = &pair{}
+				pairs[pkg] = p
+			}
+			switch name {
+			case "BenchmarkVerify":
+				p.verify = ns
+			case "BenchmarkSignatureBound":
+				p.bound = ns
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	pkgs := make([]string, 0, len(pairs))
+	for p, v := range pairs {
+		if v.verify > 0 && v.bound > 0 {
+			pkgs = append(pkgs, p)
+		}
+	}
+	sort.Strings(pkgs)
+	fmt.Fprintf(out, "\n%-40s %14s %20s %8s\n", "verifier", "verify/s", "signature bound/s", "ratio")
+	for _, p := range pkgs {
+		v := pairs[p]
+		fmt.Fprintf(out, "%-40s %14.0f %20.0f %8.3f\n", strings.TrimPrefix(p, "github.com/greatjail/cvm/"), 1e9/v.verify, 1e9/v.bound, v.bound/v.verify)
+	}
+	fmt.Fprintln(out, "ratio = verifications per second / signature checks per second (1.0 = as fast as the signature bound)")
+	if failed {
+		return fmt.Errorf("a benchmark failed")
+	}
+	if len(pkgs) == 0 {
+		return fmt.Errorf("no BenchmarkVerify/BenchmarkSignatureBound pairs found")
+	}
+	return nil
+}
+
+// parse reads "BenchmarkName-2   1000   12345 ns/op ..." and returns the name
+// without the GOMAXPROCS suffix and the ns/op.
+func parse(line string) (string, float64, bool) {
+	f := strings.Fields(line)
+	if len(f) < 4 {
+		return "", 0, false
+	}
+	name := f[0]
+	if i := strings.LastIndex(name, "-"); i > 0 {
+		if _, err := strconv.Atoi(name[i+1:]); err == nil {
+			name = name[:i]
+		}
+	}
+	for i := 2; i+1 < len(f); i++ {
+		if f[i+1] == "ns/op" {
+			ns, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return "", 0, false
+			}
+			return name, ns, true
+		}
+	}
+	return "", 0, false
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		line   string
+		name   string
+		ns     float64
+		wantOK bool
+	}{
+		{"BenchmarkVerify-2   	    1000	   1500000 ns/op	   12345 B/op", "BenchmarkVerify", 1500000, true},
+		{"BenchmarkSignatureBound 	 2000	 500000 ns/op", "BenchmarkSignatureBound", 500000, true},
+		{"BenchmarkX-2 --- FAIL", "", 0, false},
+	}
+	for _, tc := range tests {
+		name, ns, ok := parse(tc.line)
+		if diff := cmp.Diff([]any{tc.name, tc.ns, tc.wantOK}, []any{name, ns, ok}); diff != "" {
+			t.Errorf("parse(%q) mismatch (-want +got):\n%s", tc.line, diff)
+		}
+	}
+}
+
+func TestRun(t *testing.T) {
+	in := "pkg: github.com/greatjail/cvm/attestation/sevsnp\nBenchmarkVerify-2 100 2000000 ns/op\nBenchmarkSignatureBound-2 100 500000 ns/op\nok\n"
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "attestation/sevsnp") || !strings.Contains(out.String(), "0.250") {
+		t.Errorf("output lacks the sevsnp row with ratio 0.250:\n%s", out.String())
+	}
+	if err := run(strings.NewReader("pkg: x\nBenchmarkVerify-2 1 1 ns/op\n"), &out); err == nil {
+		t.Error("run() with no complete pair succeeded, want error")
+	}
+}
