@@ -48,7 +48,8 @@ type Evidence struct {
 	// Report is the raw signed statement: an SEV-SNP ATTESTATION_REPORT
 	// (0x4A0 bytes, optionally followed by the GUID certificate table as
 	// returned by configfs-tsm or SNP_GET_EXT_REPORT), a TDX quote (v4), or
-	// a TPM2B_ATTEST/TPMS_ATTEST structure for a TPM quote.
+	// the TPMS_ATTEST structure of a TPM quote (the contents of the
+	// TPM2B_ATTEST that TPM2_Quote returns, without its size prefix).
 	Report []byte
 	// Signature is the TPMT_SIGNATURE over Report (TPM only).
 	Signature []byte

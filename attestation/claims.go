@@ -71,7 +71,9 @@ type Claims struct {
 // TCBVersion is an SEV-SNP TCB_VERSION split into its security patch
 // levels. Raw is the 64-bit value as it appears in the report.
 type TCBVersion struct {
-	Raw        uint64 `json:"raw"`
+	// Raw is a decimal JSON string: it does not fit the 53-bit integers
+	// many JSON readers use.
+	Raw        uint64 `json:"raw,string"`
 	Bootloader uint8  `json:"bootloader"`
 	TEE        uint8  `json:"tee"`
 	SNP        uint8  `json:"snp"`

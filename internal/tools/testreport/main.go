@@ -111,7 +111,7 @@ func run(in io.Reader, out io.Writer) (int, error) {
 			return keys[i].test < keys[j].test
 		})
 		for _, k := range keys {
-			fmt.Fprintf(out, "  %s %s: %s\n", strings.TrimPrefix(k.pkg, "github.com/greatjail/cvm/"), k.test, skips[k])
+			fmt.Fprintf(out, "  %s %s: %s\n", shortPkg(k.pkg), k.test, skips[k])
 		}
 	}
 	fmt.Fprintf(out, "\n%d passed, %d failed, %d skipped\n", passed, failed, skipped)
@@ -154,4 +154,13 @@ func skipReason(lines []string) string {
 		return "(no reason given)"
 	}
 	return strings.Join(msg, " / ")
+}
+
+// shortPkg trims the module path from a package path for display.
+func shortPkg(p string) string {
+	const mod = "github.com/greatjail/cvm"
+	if p == mod {
+		return "(root)"
+	}
+	return strings.TrimPrefix(p, mod+"/")
 }
