@@ -131,6 +131,8 @@ func (v *Verifier) evaluateCollateral(ctx context.Context, q *quote, pck *pckInf
 		if !next.IsZero() {
 			expiry = earliest(expiry, next)
 		}
+	} else {
+		claims.Unchecked = append(claims.Unchecked, "crl")
 	}
 
 	body := q.proto.GetTdQuoteBody()

@@ -32,7 +32,7 @@ func Example() {
 	// Output:
 	// tdx TDX 50806f000000
 	// MRTD 6363b8043668a3ad...
-	// TCB status: unknown unchecked: [tdx collateral]
+	// TCB status: unknown unchecked: [tdx collateral crl]
 }
 
 // With collateral from a directory (a cache filled by SaveCollateral, or

@@ -22,7 +22,7 @@
 // reported in Claims.TDX.TCBStatus without being judged. Judging it is
 // policy's job; only a platform that no TCB level describes is an error
 // (ErrNoMatchingTCBLevel). Without a CollateralSource the TCB status is
-// "unknown" and Claims.Unchecked names "tdx collateral".
+// "unknown" and Claims.Unchecked names "tdx collateral" and "crl".
 //
 // Nothing in this package reads the clock, the network or the filesystem
 // while verifying; PCSClient and DirCollateral, which do network and file
@@ -70,11 +70,11 @@ type Options struct {
 	Roots *x509.CertPool
 	// Collateral supplies TCB info, QE identity and CRLs. Nil means no
 	// collateral: the TCB status is "unknown" and Claims.Unchecked lists
-	// "tdx collateral".
+	// "tdx collateral" and "crl".
 	Collateral CollateralSource
 	// CheckRevocations also checks the PCK CRL and the Intel SGX Root CA
-	// CRL from the collateral. If they are unavailable, Claims.Unchecked
-	// lists "crl".
+	// CRL from the collateral. If they are unavailable, or this is false,
+	// Claims.Unchecked lists "crl".
 	CheckRevocations bool
 }
 
@@ -167,10 +167,9 @@ func (v *Verifier) Verify(ctx context.Context, ev *attestation.Evidence) (*attes
 			return nil, err
 		}
 		claims.TDX.TCBStatus = attestation.TCBStatusUnknown
-		claims.Unchecked = append(claims.Unchecked, "tdx collateral")
-		if v.checkRevocations {
-			claims.Unchecked = append(claims.Unchecked, "crl")
-		}
+		// Without collateral there are no CRLs either: both are named, as
+		// every verifier names each check it did not perform.
+		claims.Unchecked = append(claims.Unchecked, "tdx collateral", "crl")
 		return claims, nil
 	}
 	if err := v.evaluateCollateral(ctx, q, pck, now, claims); err != nil {
@@ -230,4 +229,24 @@ func appendUnique(list []string, add ...string) []string {
 		}
 	}
 	return list
+}
+
+// Platform reads the FMSPC and the PCK CA kind ("platform" or "processor")
+// from the PCK certificate chain embedded in raw, after checking that chain
+// against the Verifier's roots at Options.Now. It is what a caller needs to
+// fetch or look up collateral for the platform that produced the quote; it
+// does not verify the quote itself (Verify does).
+func (v *Verifier) Platform(raw []byte) (fmspc []byte, ca string, err error) {
+	if err := attestation.CheckSize(attestation.TEETDX, "evidence", raw, attestation.MaxEvidenceSize); err != nil {
+		return nil, "", err
+	}
+	q, err := parseQuote(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	pck, err := v.verifyPCKChain(q.pckChain, v.now())
+	if err != nil {
+		return nil, "", err
+	}
+	return bytes.Clone(pck.fmspc), pck.ca, nil
 }

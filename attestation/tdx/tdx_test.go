@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -81,7 +82,7 @@ func TestRealQuoteNoCollateral(t *testing.T) {
 			if got := claims.TDX.TCBStatus; got != attestation.TCBStatusUnknown {
 				t.Errorf("TCB status = %q, want %q", got, attestation.TCBStatusUnknown)
 			}
-			if diff := cmp.Diff([]string{"tdx collateral"}, claims.Unchecked); diff != "" {
+			if diff := cmp.Diff([]string{"tdx collateral", "crl"}, claims.Unchecked); diff != "" {
 				t.Errorf("Unchecked (-want +got):\n%s", diff)
 			}
 			if !claims.VerifiedAt.Equal(now) {
@@ -273,8 +274,10 @@ func TestStatuses(t *testing.T) {
 			if c.CollateralExpiry == nil || !c.CollateralExpiry.Equal(expiry) {
 				t.Errorf("collateral expiry = %v, want %v", c.CollateralExpiry, expiry)
 			}
-			if len(c.Unchecked) != 0 {
-				t.Errorf("Unchecked = %q, want none", c.Unchecked)
+			// This table runs without CheckRevocations, so the CRLs are
+			// named as not checked.
+			if diff := cmp.Diff([]string{"crl"}, c.Unchecked); diff != "" {
+				t.Errorf("Unchecked (-want +got):\n%s", diff)
 			}
 			if !bytes.Equal(src.fmspc, c.TDX.FMSPC) || src.ca != "platform" {
 				t.Errorf("collateral requested for %x/%s, want %x/platform", src.fmspc, src.ca, c.TDX.FMSPC)
@@ -518,7 +521,7 @@ func TestRevocation(t *testing.T) {
 	}{
 		{name: "no crls", check: true, want: []string{"crl"}},
 		{name: "no root crl", pck: base().pckCRL, check: true, want: []string{"crl"}},
-		{name: "revocation not requested", pck: makeCRL(crlSpec{revoked: []*x509.Certificate{p.pck}}, p.ca, p.caKey), check: false},
+		{name: "revocation not requested", pck: makeCRL(crlSpec{revoked: []*x509.Certificate{p.pck}}, p.ca, p.caKey), check: false, want: []string{"crl"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()
@@ -585,5 +588,26 @@ func TestProcessorCA(t *testing.T) {
 	}
 	if c.TDX.TCBStatus != attestation.TCBStatusUpToDate || src.ca != "processor" {
 		t.Errorf("status %q, collateral CA %q; want UpToDate, processor", c.TDX.TCBStatus, src.ca)
+	}
+}
+
+func TestPlatform(t *testing.T) {
+	v, err := New(Options{Now: func() time.Time { return time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmspc, ca, err := v.Platform(testdata.TDXQuote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]any{"50806f000000", "platform"}, []any{hex.EncodeToString(fmspc), ca}); diff != "" {
+		t.Errorf("Platform() mismatch (-want +got):\n%s", diff)
+	}
+	if _, _, err := v.Platform(testdata.TDXQuote[:100]); !errors.Is(err, attestation.ErrMalformed) {
+		t.Errorf("Platform(truncated) = %v, want ErrMalformed", err)
+	}
+	late, _ := New(Options{Now: func() time.Time { return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }})
+	if _, _, err := late.Platform(testdata.TDXQuote); !errors.Is(err, attestation.ErrExpired) {
+		t.Errorf("Platform(after PCK expiry) = %v, want ErrExpired", err)
 	}
 }

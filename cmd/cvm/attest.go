@@ -21,7 +21,7 @@ func newAttest() *cobra.Command {
 		Long: `Verify SEV-SNP reports, TDX quotes and TPM quotes into normalized claims
 (docs/claims.md), and manage the simulated TEE used for development and CI.`,
 	}
-	c.AddCommand(newAttestVerify(), newAttestSim(), newAttestCache())
+	c.AddCommand(newAttestVerify(), newAttestSim(), newAttestCache(), newAttestCollateral())
 	return c
 }
 
@@ -218,4 +218,42 @@ func defaultCacheDir() string {
 		return filepath.Join(d, "cvm", "amd-kds")
 	}
 	return ""
+}
+
+func newAttestCollateral() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "collateral",
+		Short: "Manage TDX collateral for offline verification",
+		Long: `TDX verification evaluates the platform's TCB against Intel's collateral
+(TCB info, QE identity, CRLs). Hosts that verify offline keep it in a
+directory (layout in docs/attestation.md); 'fetch' fills one from Intel PCS
+or a PCCS. Collateral expires within about a month: refresh it regularly.`,
+	}
+	var o attestcmd.FetchCollateralOptions
+	fetch := &cobra.Command{
+		Use:   "fetch --report QUOTE --dir DIR [--pcs-url URL]",
+		Short: "Fetch collateral for the platform that produced QUOTE into DIR",
+		Example: `  cvm attest collateral fetch --report quote.dat --dir /var/cache/cvm/tdx
+  cvm attest verify --tee tdx --report quote.dat --collateral /var/cache/cvm/tdx --offline`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.Now = time.Now()
+			o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+			fmspc, ca, err := attestcmd.FetchCollateral(c.Context(), o)
+			if err != nil {
+				if errors.Is(err, attestcmd.ErrUsage) {
+					return usageError{err}
+				}
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: collateral for FMSPC %s (PCK %s CA)\n", o.Dir, fmspc, ca)
+			return nil
+		},
+	}
+	f := fetch.Flags()
+	f.StringVar(&o.Report, "report", "", "a TDX quote from the platform")
+	f.StringVar(&o.Dir, "dir", "", "directory to store the collateral in")
+	f.StringVar(&o.PCSURL, "pcs-url", "https://api.trustedservices.intel.com", "Intel PCS or PCCS base URL")
+	c.AddCommand(fetch)
+	return c
 }

@@ -167,7 +167,7 @@ func TestVerifyTDXOffline(t *testing.T) {
 	c := claimsOf(t, r)
 	tdx, _ := c["tdx"].(map[string]any)
 	got := map[string]any{"tee": c["tee"], "debug": c["debug"], "tcb_status": tdx["tcb_status"], "unchecked": c["unchecked"]}
-	want := map[string]any{"tee": "tdx", "debug": false, "tcb_status": "unknown", "unchecked": []any{"tdx collateral"}}
+	want := map[string]any{"tee": "tdx", "debug": false, "tcb_status": "unknown", "unchecked": []any{"tdx collateral", "crl"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("claims mismatch (-want +got):\n%s", diff)
 	}
@@ -224,7 +224,7 @@ func TestHelpAndVersion(t *testing.T) {
 	if r := cvm(t, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "cvm ") {
 		t.Errorf("version: exit %d, stdout %q", r.code, r.stdout)
 	}
-	for _, args := range [][]string{{"--help"}, {"attest", "verify", "--help"}, {"attest", "sim", "report", "--help"}, {"attest", "cache", "seed", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"attest", "verify", "--help"}, {"attest", "sim", "report", "--help"}, {"attest", "cache", "seed", "--help"}, {"attest", "collateral", "fetch", "--help"}} {
 		r := cvm(t, args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("cvm %v: exit %d, want 0 and an Examples section:\n%s", args, r.code, r.stdout)
