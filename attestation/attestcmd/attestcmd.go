@@ -79,13 +79,10 @@ func Verify(ctx context.Context, opts VerifyOptions) (*attestation.Claims, error
 		return nil, fmt.Errorf("%w: no verification time", ErrUsage)
 	}
 	now := func() time.Time { return opts.Now }
-	if tee == attestation.TEETPM && len(opts.AKs) == 0 {
-		return nil, fmt.Errorf("%w: --tee tpm needs --ak FILE: the PEM public key of an attestation key you trust", ErrUsage)
-	}
 	if tee != attestation.TEESim && opts.SimRoot != "" {
 		return nil, fmt.Errorf("%w: --sim-root is only valid with --tee sim", ErrUsage)
 	}
-	report, err := readFile("--report", opts.Report)
+	report, err := readEvidence(tee, opts.Report)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +115,10 @@ func Verify(ctx context.Context, opts VerifyOptions) (*attestation.Claims, error
 		})
 	case attestation.TEESim:
 		if opts.SimRoot == "" {
-			return nil, fmt.Errorf("%w: --tee sim needs --sim-root FILE (the root.pem written by `cvm attest sim init`); a simulated report is never trusted by default", ErrUsage)
+			// Not a usage error: with no sim root trusted, a simulated
+			// report is denied like any evidence without a trust anchor.
+			return nil, attestation.Errorf(attestation.TEESim, "sim root", attestation.ErrMissing,
+				"no simulated-TEE root is trusted: a simulated report is never trusted by default; pass --sim-root FILE (the root.pem written by 'cvm attest sim init')")
 		}
 		root, rerr := readFile("--sim-root", opts.SimRoot)
 		if rerr != nil {
@@ -138,6 +138,8 @@ func Verify(ctx context.Context, opts VerifyOptions) (*attestation.Claims, error
 		}
 		v, err = tdx.New(tdx.Options{Now: now, Collateral: src, CheckRevocations: opts.CheckRevocations})
 	case attestation.TEETPM:
+		// With no --ak nothing is trusted: the verifier denies with a
+		// reason naming the attestation key.
 		var aks []crypto.PublicKey
 		for _, f := range opts.AKs {
 			k, kerr := readPublicKey(f)
@@ -187,6 +189,22 @@ func tpmEvidence(b []byte) (*attestation.Evidence, error) {
 
 // maxFile bounds every file the command reads.
 const maxFile = 16 << 20
+
+// readEvidence reads the evidence file. Evidence larger than any verifier
+// accepts is a failed check (ErrTooLarge), not a usage error.
+func readEvidence(tee attestation.TEE, path string) ([]byte, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: --report is required", ErrUsage)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --report: %w", ErrUsage, err)
+	}
+	if fi.Size() > maxFile {
+		return nil, attestation.Errorf(tee, "evidence", attestation.ErrTooLarge, "%s is %d bytes; no evidence is larger than %d", path, fi.Size(), attestation.MaxEvidenceSize)
+	}
+	return readFile("--report", path)
+}
 
 func readFile(flag, path string) ([]byte, error) {
 	if path == "" {

@@ -104,8 +104,6 @@ func TestVerifyUsage(t *testing.T) {
 		{"no tee", VerifyOptions{Report: report, Now: now}},
 		{"no time", VerifyOptions{TEE: "snp", Report: report}},
 		{"no report", VerifyOptions{TEE: "snp", Now: now}},
-		{"sim without root", VerifyOptions{TEE: "sim", Report: report, Now: now}},
-		{"tpm without ak", VerifyOptions{TEE: "tpm", Report: report, Now: now}},
 		{"missing collateral dir", VerifyOptions{TEE: "tdx", Report: report, Now: now, Collateral: "/nonexistent"}},
 		{"cert file missing", VerifyOptions{TEE: "snp", Report: report, Now: now, Certs: []string{"/nonexistent"}}},
 	}

@@ -50,7 +50,7 @@ left to policy; for TDX the tcb_status is then "unknown".`,
 		Example: `  cvm attest verify --tee snp --report report.bin --certs vcek.der --offline
   cvm attest verify --tee snp --report report.bin --cert-cache /var/cache/cvm/kds --offline
   cvm attest verify --tee tdx --report quote.dat --collateral ./collateral --now 2023-07-01T01:00:00Z
-  cvm attest verify --tee tpm --report quote.json --ak ak.pem
+  cvm attest verify --tee tpm --report quote.json --ak ak.pem   # no --ak: nothing is trusted
   cvm attest verify --tee sim --report r.bin --certs vcek.pem --sim-root ./sim/root.pem`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {

@@ -141,9 +141,11 @@ func TestVerifyRejects(t *testing.T) {
 		{"unknown tee", []string{"--tee", "sgx", "--report", "testdata/snp/milan-report.bin"}, 2, "unknown TEE"},
 		{"missing report", []string{"--tee", "snp", "--report", filepath.Join(dir, "nope.bin")}, 2, "no such file"},
 		{"bad now", []string{"--tee", "snp", "--report", "testdata/snp/milan-report.bin", "--now", "yesterday"}, 2, "RFC 3339"},
-		{"sim without root", []string{"--tee", "sim", "--report", "testdata/snp/milan-report.bin"}, 2, "--sim-root"},
+		{"sim without root", []string{"--tee", "sim", "--report", "testdata/snp/milan-report.bin"}, 1, "--sim-root"},
+		{"oversized", []string{"--tee", "snp", "--report", write("big.bin", make([]byte, 2<<20)), "--offline"}, 1, "too large"},
+		{"huge", []string{"--tee", "tdx", "--report", write("huge.bin", make([]byte, 17<<20)), "--offline"}, 1, "too large"},
 		{"sim root with snp", []string{"--tee", "snp", "--report", "testdata/snp/milan-report.bin", "--sim-root", "x.pem"}, 2, "only valid with --tee sim"},
-		{"tpm without ak", []string{"--tee", "tpm", "--report", "testdata/snp/milan-report.bin"}, 2, "--ak"},
+		{"tpm without ak", []string{"--tee", "tpm", "--report", "testdata/snp/milan-report.bin"}, 1, "evidence file"},
 		{"positional argument", []string{"--tee", "snp", "extra"}, 2, "takes no arguments"},
 	}
 	for _, tc := range tests {

@@ -82,6 +82,10 @@ func TestVerifyTPM(t *testing.T) {
 		t.Errorf("unchecked = %v with an event log given, want none", c["unchecked"])
 	}
 
+	// With no --ak, no key is trusted and nothing verifies.
+	if r := cvm(t, "attest", "verify", "--tee", "tpm", "--report", ev); r.code != 1 || !strings.Contains(r.stderr, "attestation key") {
+		t.Errorf("no --ak: exit %d, stderr %q; want exit 1 naming the attestation key", r.code, r.stderr)
+	}
 	// The evidence's own key is not trusted; only --ak is.
 	_, otherAK := writeTPMEvidence(t, t.TempDir(), nil)
 	if r := cvm(t, "attest", "verify", "--tee", "tpm", "--report", ev, "--ak", otherAK); r.code != 1 || !strings.Contains(r.stderr, "attestation key") {
