@@ -44,8 +44,10 @@ import (
 // Now); a stale or missing one is fetched from Upstream, and if Upstream
 // is nil or fails, the stale copy is returned. Anything not cached and not
 // fetchable fails with an error wrapping attestation.ErrMissing. Upstream
-// answers are checked to parse as what the URL names before they are
-// stored; files are written atomically (temporary file, then rename).
+// answers, and cached files when read, are checked to parse as what the
+// URL names (a Milan or Genoa VCEK's HWID and TCB extensions must be the
+// URL's) before they are stored or served; files are written atomically
+// (temporary file, then rename).
 //
 // Cache is safe for concurrent use, also by several processes sharing Dir.
 // Within a process, upstream fetches are serialized so concurrent misses
@@ -93,9 +95,10 @@ func (c *Cache) Fetch(ctx context.Context, url string) ([]byte, error) {
 	} else if err := res.validate(b); err != nil {
 		upErr = fmt.Errorf("upstream answer rejected: %w", err)
 	} else {
-		if err := writeAtomic(path, b); err != nil {
-			return nil, fmt.Errorf("sevsnp cache: store %s: %w", url, err)
-		}
+		// A cache that cannot be written (read-only directory, full disk)
+		// must not turn a good, validated answer into a failure; the next
+		// call simply fetches again.
+		_ = writeAtomic(path, b)
 		return b, nil
 	}
 	if cached != nil {
@@ -222,6 +225,21 @@ func (r *kdsResource) validate(b []byte) error {
 	}
 	if c.Subject.CommonName != "SEV-VCEK" {
 		return fmt.Errorf("certificate %q is not a VCEK", c.Subject.CommonName)
+	}
+	// The path is keyed by HWID and TCB: a VCEK for another chip or TCB
+	// must never be kept (or served) under it, or that chip's reports
+	// would fail until the file is removed. go-sev-guest v0.15.0 cannot
+	// parse Turin VCEK extensions; those are left to the Verifier.
+	if r.line == "Turin" {
+		return nil
+	}
+	exts, err := kds.VcekCertificateExtensions(c)
+	if err != nil {
+		return fmt.Errorf("VCEK extensions: %w", err)
+	}
+	p := kds.DecomposeTCBVersion(exts.TCBVersion)
+	if hwid, tcb := hex.EncodeToString(exts.HWID), fmt.Sprintf("%d-%d-%d-%d", p.BlSpl, p.TeeSpl, p.SnpSpl, p.UcodeSpl); hwid != r.hwid || tcb != r.tcb {
+		return fmt.Errorf("the VCEK is for chip %.16s... TCB %s, not chip %.16s... TCB %s", hwid, tcb, r.hwid, r.tcb)
 	}
 	return nil
 }

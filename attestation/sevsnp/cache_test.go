@@ -159,6 +159,45 @@ func TestCache(t *testing.T) {
 		}
 	})
 
+	t.Run("vcek of another chip or tcb is not stored or served", func(t *testing.T) {
+		otherTCB := milanTCB
+		otherTCB.SnpSpl++
+		for _, tc := range []struct {
+			name string
+			vcek []byte
+		}{
+			{"another chip", f.signer.Vcek.Raw},
+			{"another tcb", newFake(t, fakeOpts{hwid: [64]byte(testdata.SNPMilanReport[offChipID : offChipID+64]), tcb: otherTCB}).signer.Vcek.Raw},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				up := &mapFetcher{body: map[string][]byte{milanVCEKURL: tc.vcek}}
+				c := &Cache{Dir: dir, Upstream: up, Now: at(now)}
+				if got, err := c.Fetch(ctx, milanVCEKURL); !errors.Is(err, attestation.ErrMissing) {
+					t.Errorf("Fetch = %d bytes, %v; want ErrMissing", len(got), err)
+				}
+				p := filepath.Join(dir, "vcek/v1/Milan", milanChipHex, "2-0-5-68.der")
+				if _, err := os.Stat(p); err == nil {
+					t.Error("the wrong VCEK was stored under this chip's path")
+				}
+				// Planted there anyway (an older cache, another writer):
+				// treated as damaged, so the right one is fetched.
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, tc.vcek, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				up.mu.Lock()
+				up.body[milanVCEKURL] = testdata.SNPMilanVCEK
+				up.mu.Unlock()
+				if got, err := c.Fetch(ctx, milanVCEKURL); err != nil || !slices.Equal(got, testdata.SNPMilanVCEK) {
+					t.Errorf("Fetch over a planted VCEK = %d bytes, %v; want the right VCEK", len(got), err)
+				}
+			})
+		}
+	})
+
 	t.Run("damaged file is refetched", func(t *testing.T) {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "vcek/v1/Milan", milanChipHex, "2-0-5-68.der")

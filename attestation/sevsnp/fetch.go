@@ -37,7 +37,7 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, url string) ([]byte, error) {
 	}
 	client := f.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = defaultClient
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -68,4 +68,19 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("sevsnp: fetch %s: more than %d bytes: %w", url, maxFetchSize, attestation.ErrTooLarge)
 	}
 	return body, nil
+}
+
+// defaultClient follows redirects only to https URLs: integrity rests on
+// AMD's signatures, but there is no reason to let a redirect downgrade the
+// transport.
+var defaultClient = &http.Client{
+	CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("sevsnp: fetch: refusing redirect to non-https %s", req.URL.Redacted())
+		}
+		if len(via) >= 5 {
+			return fmt.Errorf("sevsnp: fetch: too many redirects")
+		}
+		return nil
+	},
 }

@@ -272,6 +272,9 @@ func (v *Verifier) fetchVCEK(ctx context.Context, e *evidence, line string) (*x5
 		}
 		var errs []error
 		for _, l := range v.roots.Products() {
+			if l == "Turin" {
+				continue // Turin firmware produces version 3+ reports only
+			}
 			c, err := v.fetchVCEK(ctx, e, l)
 			if err == nil {
 				return c, nil
@@ -292,7 +295,7 @@ func (v *Verifier) fetchVCEK(ctx context.Context, e *evidence, line string) (*x5
 	}
 	b, err := v.opts.Fetcher.Fetch(ctx, url)
 	if err != nil {
-		return nil, &attestation.Error{TEE: v.tee, Check: "vcek", Err: attestation.ErrMissing, Detail: "no VCEK certificate in the evidence, and fetching " + url + " failed (pass the VCEK with --certs or seed the certificate cache)", Cause: err}
+		return nil, &attestation.Error{TEE: v.tee, Check: "vcek", Err: attestation.ErrMissing, Detail: "no VCEK certificate in the evidence, and fetching " + url + " failed (pass the VCEK with --certs or seed the certificate cache)", Cause: flatten(err)}
 	}
 	c, err := x509.ParseCertificate(b)
 	if err != nil {
@@ -342,4 +345,14 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// flatten keeps the text of an underlying error but none of the sentinels
+// it may wrap, so that the *attestation.Error around it matches exactly one
+// sentinel, as the attestation contract promises.
+func flatten(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(err.Error())
 }

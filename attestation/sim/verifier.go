@@ -9,7 +9,8 @@ import (
 
 // NewVerifier returns the SEV-SNP verifier in simulated mode, trusting only
 // the sim root rootPEM (ARK and ASK, as RootPEM returns them) at the times
-// now returns: claims say tee "sim", evidence must say attestation.TEESim.
+// now returns: claims always say tee "sim", whether the evidence is labelled
+// "sim" or "snp" (a guest cannot tell a simulated PSP from a real one).
 // It refuses a root that is not a sim root: every certificate must carry
 // the sim marker, so AMD's real roots can never be configured here.
 func NewVerifier(rootPEM []byte, now func() time.Time) (attestation.Verifier, error) {
