@@ -50,6 +50,16 @@ func FetchCollateral(ctx context.Context, opts FetchCollateralOptions) (fmspc, c
 	if err != nil {
 		return "", "", fmt.Errorf("fetching collateral for FMSPC %x: %w", f, err)
 	}
+	// CRLs are fetched best effort: when one could not be fetched now,
+	// keep the copy already in the directory rather than deleting it.
+	if old, err := (tdx.DirCollateral{Dir: opts.Dir}).Collateral(ctx, f, ca); err == nil {
+		if c.PCKCRL == nil {
+			c.PCKCRL, c.PCKCRLIssuerChain = old.PCKCRL, old.PCKCRLIssuerChain
+		}
+		if c.RootCRL == nil {
+			c.RootCRL = old.RootCRL
+		}
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return "", "", err
 	}

@@ -93,3 +93,38 @@ func TestFetchCollateralFailures(t *testing.T) {
 		t.Errorf("FetchCollateral(truncated quote) = %v, want ErrMalformed", err)
 	}
 }
+
+// TestFetchCollateralKeepsCRLs: a PCS whose CRL endpoints fail does not
+// make a refresh delete the CRLs already stored.
+func TestFetchCollateralKeepsCRLs(t *testing.T) {
+	dir := t.TempDir()
+	quote := filepath.Join(dir, "quote.dat")
+	if err := os.WriteFile(quote, testdata.TDXQuote, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "collateral")
+	at := time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)
+	full := fakePCS(t)
+	if _, _, err := FetchCollateral(context.Background(), FetchCollateralOptions{Report: quote, Dir: out, PCSURL: full.URL, Now: at}); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/tdx/certification/v4/tcb", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("TCB-Info-Issuer-Chain", url.PathEscape(string(testdata.TDXTCBInfoIssuerChain)))
+		w.Write(testdata.TDXTCBInfo)
+	})
+	mux.HandleFunc("/tdx/certification/v4/qe/identity", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("SGX-Enclave-Identity-Issuer-Chain", url.PathEscape(string(testdata.TDXQEIdentityIssuerChain)))
+		w.Write(testdata.TDXQEIdentity)
+	})
+	noCRL := httptest.NewServer(mux) // CRL endpoints answer 404
+	defer noCRL.Close()
+	if _, _, err := FetchCollateral(context.Background(), FetchCollateralOptions{Report: quote, Dir: out, PCSURL: noCRL.URL, Now: at}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"pckcrl-platform.der", "rootcrl.der"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("%s after a refresh without CRLs: %v; want the earlier copy kept", name, err)
+		}
+	}
+}

@@ -138,7 +138,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *attestation.Evidence) (*attes
 	if ev == nil {
 		return nil, attestation.Errorf(tee, "evidence", attestation.ErrMissing, "no evidence")
 	}
-	if ev.TEE != "" && ev.TEE != tee {
+	if ev.TEE != tee {
 		return nil, attestation.Errorf(tee, "tee", attestation.ErrUnsupported, "evidence is for TEE %q, this verifier checks %q", ev.TEE, tee)
 	}
 	for _, f := range []struct {
@@ -225,14 +225,25 @@ func (v *Verifier) Verify(ctx context.Context, ev *attestation.Evidence) (*attes
 	if err != nil {
 		return nil, err
 	}
+	unexplained := false
 	for _, i := range indices {
 		got, ok := replayed[i]
 		if !ok {
+			// The log has no event for this PCR. That is consistent only
+			// if the PCR still holds its reset value; otherwise the log
+			// does not explain it (a stripped log must not pass as
+			// checked).
+			if !allZero(ev.PCRs[i]) {
+				unexplained = true
+			}
 			continue
 		}
 		if want := ev.PCRs[i]; !bytes.Equal(got, want) {
 			return nil, attestation.Errorf(tee, "event log replay", attestation.ErrMismatch, "PCR %d: the event log replays to %s %x, the quote has %x", i, algName(bank), got, want)
 		}
+	}
+	if unexplained {
+		claims.Unchecked = append(claims.Unchecked, "event log")
 	}
 	return claims, nil
 }

@@ -804,3 +804,44 @@ func TestVerifyConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStrippedEventLog: a log cut down to its header replays none of the
+// quoted PCRs; the claims must not say every check ran.
+func TestStrippedEventLog(t *testing.T) {
+	events, err := tpm.ParseEventLog(testdata.TPMEventLogRHEL8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs, err := tpm.Replay(events, tpm2.TPMAlgSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := syntheticKey(t, "stripped")
+	ev, err := tpmtest.Quote(key, tpm2.TPMAlgSHA256, pcrs, []int{0, 1, 2, 3, 4, 5, 6, 7}, []byte("n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep only the Spec ID header event: its length is the log's first
+	// event (32-byte TCG_PCClientPCREvent header fields + event data).
+	hdr := headerEventLen(t, testdata.TPMEventLogRHEL8)
+	ev.EventLog = testdata.TPMEventLogRHEL8[:hdr]
+	v := newVerifier(t, false, &key.PublicKey)
+	c, err := v.Verify(context.Background(), ev)
+	if err != nil {
+		t.Fatalf("Verify() = %v", err)
+	}
+	if diff := cmp.Diff([]string{"event log"}, c.Unchecked); diff != "" {
+		t.Errorf("Unchecked with a stripped log (-want +got):\n%s", diff)
+	}
+}
+
+// headerEventLen returns the length of the first (SHA-1 format) event of a
+// TCG log: pcrIndex, eventType, 20-byte digest, eventSize, event.
+func headerEventLen(t *testing.T, b []byte) int {
+	t.Helper()
+	if len(b) < 32 {
+		t.Fatal("log too short")
+	}
+	size := int(binary.LittleEndian.Uint32(b[28:32]))
+	return 32 + size
+}

@@ -20,6 +20,8 @@ func newAttest() *cobra.Command {
 		Short: "Verify attestation evidence; run the simulated TEE",
 		Long: `Verify SEV-SNP reports, TDX quotes and TPM quotes into normalized claims
 (docs/claims.md), and manage the simulated TEE used for development and CI.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	c.AddCommand(newAttestVerify(), newAttestSim(), newAttestCache(), newAttestCollateral())
 	return c
@@ -84,7 +86,7 @@ left to policy; for TDX the tcb_status is then "unknown".`,
 	f := c.Flags()
 	f.StringVar(&o.TEE, "tee", "", "evidence kind: snp, tdx, tpm or sim")
 	f.StringVar(&o.Report, "report", "", "evidence file (see above)")
-	f.StringArrayVar(&o.Certs, "certs", nil, "certificate file, PEM or DER (repeatable): VCEK/VLEK/ASK/ARK, PCK chain")
+	f.StringArrayVar(&o.Certs, "certs", nil, "certificate file, PEM or DER (repeatable): SEV-SNP VCEK/VLEK/ASK/ARK (TDX quotes carry their PCK chain)")
 	f.StringVar(&o.Collateral, "collateral", "", "TDX collateral directory (see docs/attestation.md for the layout)")
 	f.StringVar(&o.SimRoot, "sim-root", "", "root.pem of a simulated TEE (required and only valid with --tee sim)")
 	f.StringArrayVar(&o.AKs, "ak", nil, "PEM public key of a trusted TPM attestation key (repeatable; tpm only)")
@@ -105,6 +107,8 @@ func newAttestSim() *cobra.Command {
 installation (ARK and ASK RSA-4096, VCEK ECDSA P-384, as AMD's) and signs
 SEV-SNP format reports. Verifiers accept them only when given the sim root
 explicitly, and the claims say "tee": "sim", never "snp".`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	var dir string
 	initCmd := &cobra.Command{
@@ -180,6 +184,8 @@ func newAttestCache() *cobra.Command {
 		Long: `Verifiers fetch VCEK certificates from AMD's key distribution service by
 chip ID and TCB. Hosts that verify offline keep them in a cache directory
 (layout in docs/attestation.md); 'seed' stores certificates there.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	var dir, report string
 	var certs []string
@@ -228,6 +234,8 @@ func newAttestCollateral() *cobra.Command {
 (TCB info, QE identity, CRLs). Hosts that verify offline keep it in a
 directory (layout in docs/attestation.md); 'fetch' fills one from Intel PCS
 or a PCCS. Collateral expires within about a month: refresh it regularly.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	var o attestcmd.FetchCollateralOptions
 	fetch := &cobra.Command{

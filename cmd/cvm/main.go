@@ -69,6 +69,8 @@ and provides a simulated TEE for development and CI.`,
   cvm attest verify --tee sim --report r.bin --certs vcek.pem --sim-root ./sim/root.pem`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRun,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
@@ -91,6 +93,25 @@ func newVersion() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// groupRun is the RunE of a command that only groups subcommands: alone it
+// prints its help; followed by anything that is not one of its subcommands
+// it is a usage error. (Left to cobra, "cvm bogus" would exit 1 and
+// "cvm attest bogus" would print the help and exit 0.) Groups set Args to
+// cobra.ArbitraryArgs so that the argument reaches groupRun.
+func groupRun(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return c.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // cobra's default for its own suggestions
+	}
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return usageError{fmt.Errorf("%s (see '%s --help')", msg, c.CommandPath())}
 }
 
 // noArgs rejects positional arguments with a usage error.

@@ -236,3 +236,20 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("unknown flag: exit %d, want 2", r.code)
 	}
 }
+
+// TestUnknownCommand: a misspelled command is misuse (exit 2) at every
+// level, never a failure (exit 1) or the help text with exit 0.
+func TestUnknownCommand(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"attest", "bogus"}, {"attest", "sim", "bogus"}, {"attest", "cache", "bogus"}, {"attest", "collateral", "bogus"}} {
+		r := cvm(t, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, `unknown command "bogus"`) || r.stdout != "" {
+			t.Errorf("cvm %v: exit %d, stdout %q, stderr %q; want exit 2, nothing on stdout and an unknown-command message", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	// A command group alone still prints its help.
+	for _, args := range [][]string{{}, {"attest"}, {"attest", "sim"}} {
+		if r := cvm(t, args...); r.code != 0 || !strings.Contains(r.stdout, "Available Commands:") {
+			t.Errorf("cvm %v: exit %d, stdout %q; want exit 0 and the help", args, r.code, r.stdout)
+		}
+	}
+}
