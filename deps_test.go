@@ -34,7 +34,11 @@ var linkRules = []linkRule{
 		missingOK: "cmd/cvm-agent does not exist yet: the guest agent arrives with the launch issue; this rule applies as soon as it does",
 		forbidden: append([]string{
 			mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim",
-			mod + "attestation/attestcmd", mod + "kbs", mod + "kbs/", mod + "vmm", mod + "vmm/", mod + "launcher", mod + "launcher/",
+			mod + "attestation/attestcmd", mod + "vmm", mod + "vmm/", mod + "launcher", mod + "launcher/",
+			// The broker itself and its server-side parts; the guest links
+			// only the protocol pieces it shares (kbs/seal, the client).
+			mod + "kbs", mod + "kbs/store", mod + "kbs/store/", mod + "kbs/audit", mod + "kbs/resources",
+			mod + "kbs/challenge", mod + "kbs/token", mod + "kbs/pki", mod + "kbs/config",
 			mod + "policy", mod + "policy/",
 			"github.com/google/go-sev-guest/verify", "github.com/google/go-tdx-guest/verify",
 		}, testOnly...),
