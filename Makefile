@@ -59,15 +59,21 @@ PROTOS := $(shell find proto -name '*.proto')
 proto: deps
 	@mkdir -p $(BIN)
 	@$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I proto -I /usr/include \
-		--go_out=. --go_opt=module=github.com/greatjail/cvm $(PROTOS)
+	@$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
+		-I proto -I /usr/include \
+		--go_out=. --go_opt=module=github.com/greatjail/cvm \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/greatjail/cvm $(PROTOS)
 
 ## proto-check: fail if the committed generated code differs from a fresh generation
 proto-check: deps
 	@mkdir -p $(BIN); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go && \
-	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I proto -I /usr/include \
-		--go_out=$$tmp --go_opt=module=github.com/greatjail/cvm $(PROTOS) && \
+	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc && \
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
+		-I proto -I /usr/include \
+		--go_out=$$tmp --go_opt=module=github.com/greatjail/cvm \
+		--go-grpc_out=$$tmp --go-grpc_opt=module=github.com/greatjail/cvm $(PROTOS) && \
 	for f in $$(cd $$tmp && find . -name '*.pb.go'); do \
 		cmp -s $$tmp/$$f $$f || { echo "proto-check: $$f is stale: run 'make proto' and commit"; exit 1; }; \
 	done; \
@@ -77,6 +83,7 @@ proto-check: deps
 
 ## lint: go vet and staticcheck
 lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 

@@ -44,8 +44,21 @@ var linkRules = []linkRule{
 		}, testOnly...),
 	},
 	{
+		// The guest side of the broker protocol: the agent will link it.
+		pkg: "./kbs/client",
+		forbidden: append([]string{
+			mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim",
+			mod + "kbs", mod + "kbs/store", mod + "kbs/audit", mod + "kbs/resources", mod + "kbs/challenge",
+			mod + "kbs/token", mod + "kbs/pki", mod + "kbs/config", mod + "policy",
+		}, testOnly...),
+	},
+	{
 		pkg:       "./cmd/cvm",
-		forbidden: append([]string{mod + "attestation/tpm/tpmtest"}, testOnly...),
+		forbidden: append([]string{mod + "attestation/tpm/tpmtest", mod + "kbs/store/storetest"}, testOnly...),
+	},
+	{
+		pkg:       "./cmd/cvm-kbs",
+		forbidden: append([]string{mod + "kbs/store/storetest"}, testOnly...),
 	},
 	{
 		// Shared by the guest agent and the broker: standard library only.
