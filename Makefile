@@ -87,9 +87,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## demo: verify a recorded real SEV-SNP report, then a simulated-TEE round trip
+## demo: verify a recorded real SEV-SNP report, a simulated-TEE round trip, a key broker release
 demo: deps build
-	@scripts/demo.sh $(BIN)/cvm
+	@scripts/demo.sh $(BIN)/cvm $(BIN)/cvm-kbs
 
 clean:
 	rm -rf $(BIN) .demo

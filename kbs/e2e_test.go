@@ -75,7 +75,7 @@ type brokerOpts struct {
 	noSim bool
 }
 
-func newBroker(t *testing.T, o brokerOpts) *broker {
+func newBroker(t testing.TB, o brokerOpts) *broker {
 	t.Helper()
 	a, err := authority()
 	if err != nil {
@@ -201,7 +201,7 @@ func (p simProvider) Evidence(_ context.Context, rd [64]byte) (*attestation.Evid
 }
 
 // setup registers the reference measurement and a resource.
-func (b *broker) setup(t *testing.T, secret []byte) {
+func (b *broker) setup(t testing.TB, secret []byte) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := b.admin.AddReferenceValue(ctx, &kbsv1.AddReferenceValueRequest{Value: &kbsv1.ReferenceValue{
@@ -214,7 +214,7 @@ func (b *broker) setup(t *testing.T, secret []byte) {
 }
 
 // lastReasons returns the reasons of the newest audit record.
-func (b *broker) lastRecord(t *testing.T) audit.Record {
+func (b *broker) lastRecord(t testing.TB) audit.Record {
 	t.Helper()
 	recs, err := b.log.Tail(context.Background(), 1)
 	if err != nil || len(recs) != 1 {

@@ -4,9 +4,13 @@
 #     against AMD's pinned roots, and print its claims;
 #  2. show that one flipped bit in it is rejected, with the reason;
 #  3. a simulated-TEE round trip: make a signing chain, sign a report for a
-#     measurement and report data, verify it back into claims that say "sim".
+#     measurement and report data, verify it back into claims that say "sim";
+#  5. the key broker: a guest attests with the simulated TEE and receives a
+#     key sealed to its ephemeral key; a debug guest is denied, and the
+#     audit log says why.
 set -euo pipefail
-cvm=${1:?usage: demo.sh path/to/cvm}
+cvm=${1:?usage: demo.sh path/to/cvm path/to/cvm-kbs}
+kbs=${2:?usage: demo.sh path/to/cvm path/to/cvm-kbs}
 cd "$(dirname "$0")/.."
 work=.demo
 rm -rf "$work" && mkdir -p "$work"
@@ -41,4 +45,32 @@ if "$cvm" attest verify --tee snp --report "$work/sim-report.bin" --certs "$work
 	exit 1
 fi
 echo "(rejected, as it must be)"
+step "5. Key broker: release a key to an attested guest"
+port=${CVM_DEMO_PORT:-18443}
+"$kbs" init --dir "$work/kbs" --listen "127.0.0.1:$port" --sim-root "$work/sim/root.pem" >/dev/null
+sed -i 's/^metrics_listen:.*/metrics_listen: "off"/' "$work/kbs/kbs.yaml"
+"$kbs" serve --config "$work/kbs/kbs.yaml" 2>"$work/kbs.log" &
+kbs_pid=$!
+trap 'kill $kbs_pid 2>/dev/null || true' EXIT
+admin() { "$cvm" kbs --admin-config "$work/kbs/admin.yaml" "$@"; }
+for _ in $(seq 50); do admin resource list >/dev/null 2>&1 && break; sleep 0.2; done
+printf 'the disk key' > "$work/disk.key"
+echo "\$ cvm kbs resource put repo/key/disk; refvalue add --tee sim --measurement c0ffee..."
+admin resource put repo/key/disk --file "$work/disk.key"
+admin refvalue add --tee sim --measurement "$measurement"
+echo "\$ cvm kbs fetch --tee sim --measurement c0ffee...   (the guest side)"
+"$cvm" kbs fetch --addr "127.0.0.1:$port" --ca "$work/kbs/ca.pem" --resource repo/key/disk \
+	--tee sim --sim-dir "$work/sim" --measurement "$measurement"
+echo
+echo "\$ cvm kbs fetch ... --policy-debug   (a debug guest)"
+if "$cvm" kbs fetch --addr "127.0.0.1:$port" --ca "$work/kbs/ca.pem" --resource repo/key/disk \
+	--tee sim --sim-dir "$work/sim" --measurement "$measurement" --policy-debug; then
+	echo "demo: a debug guest received the key; this is a bug" >&2
+	exit 1
+fi
+echo "\$ cvm kbs audit tail -n 1   (what the operator sees)"
+admin audit tail -n 1
+admin audit verify
+kill -TERM $kbs_pid && wait $kbs_pid
+trap - EXIT
 printf '\ndemo: done\n'

@@ -104,6 +104,23 @@ broker, and on failure removes what it wrote.`,
 		},
 	}
 	serve.Flags().StringVar(&cfg, "config", "", "the kbs.yaml written by init")
-	root.AddCommand(initCmd, serve)
+
+	var rcfg string
+	rotate := &cobra.Command{
+		Use:   "rotate-kek --config FILE",
+		Short: "Re-encrypt every resource under the first KEK in kek_files (broker stopped)",
+		Long: `Key-encryption-key rotation (docs/kbs.md): put the new KEK file first in
+kek_files with the old one after it, stop the broker, run rotate-kek, start
+the broker, then remove the old KEK from kek_files.`,
+		Example: `  openssl rand -hex 32 > kbs/kek-2.key && chmod 600 kbs/kek-2.key
+  # kbs.yaml: kek_files: [kek-2.key, kek.key]
+  cvm-kbs rotate-kek --config kbs/kbs.yaml`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return usage(kbscmd.RotateKEK(c.Context(), rcfg, c.OutOrStdout()))
+		},
+	}
+	rotate.Flags().StringVar(&rcfg, "config", "", "the kbs.yaml written by init")
+	root.AddCommand(initCmd, serve, rotate)
 	return root
 }

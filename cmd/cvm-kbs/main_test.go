@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,7 +155,8 @@ func TestBrokerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = regexp.MustCompile(`(?m)^metrics_listen:.*$`).ReplaceAll(cfg, []byte("metrics_listen: "+freePort(t)))
+	metricsAddr := freePort(t)
+	cfg = regexp.MustCompile(`(?m)^metrics_listen:.*$`).ReplaceAll(cfg, []byte("metrics_listen: "+metricsAddr))
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -205,14 +208,54 @@ func TestBrokerEndToEnd(t *testing.T) {
 	if r := must(t, admin("policy", "eval", "--resource", "repo/key/disk", "--claims", "claims.json"), "policy eval"); !strings.HasPrefix(r.stdout, "RELEASE") {
 		t.Errorf("policy eval:\n%s", r.stdout)
 	}
+	// Prometheus metrics on their own listener count what happened.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"cvm_kbs_releases_total 1", `cvm_kbs_attestations_total{result="ok",tee="sim"} 1`, `cvm_kbs_denials_total{reason="appraisal"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 	srv.stop(t)
 
-	// Restart: everything acknowledged is still there.
+	// KEK rotation: new key first, rotate offline, then drop the old key.
+	if err := os.WriteFile(filepath.Join(dir, "kbs", "kek-2.key"), []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setKEKs := func(files ...string) {
+		t.Helper()
+		cfg, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list := "kek_files:\n"
+		for _, f := range files {
+			list += "  - \"" + f + "\"\n"
+		}
+		cfg = regexp.MustCompile(`(?m)^kek_files:\n(  - .*\n)+`).ReplaceAll(cfg, []byte(list))
+		if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKEKs("kek-2.key", "kek.key")
+	if r := must(t, run(t, dir, kbsBin, "rotate-kek", "--config", "kbs/kbs.yaml"), "rotate-kek"); !strings.Contains(r.stdout, "re-encrypted 1 ") {
+		t.Errorf("rotate-kek: %q, want 1 version re-encrypted", r.stdout)
+	}
+	setKEKs("kek-2.key")
+
+	// Restart with only the new KEK: everything acknowledged is still there.
 	srv = serve(t, dir)
 	if r := must(t, fetch("--measurement", meas), "fetch after restart"); r.stdout != secret {
 		t.Errorf("fetch after restart printed %q, want %q", r.stdout, secret)
 	}
 	must(t, admin("audit", "verify"), "audit verify after restart")
+	if r := run(t, dir, kbsBin, "rotate-kek", "--config", "kbs/kbs.yaml"); r.code == 0 || !strings.Contains(r.stderr, "stop the broker") {
+		t.Errorf("rotate-kek while serving: exit %d, stderr %q; want a refusal naming the running broker", r.code, r.stderr)
+	}
 	srv.stop(t)
 }
 

@@ -15,9 +15,15 @@ import (
 	"strings"
 )
 
-// result is one benchmark line's ns/op.
+// pair is a verifier's two benchmarks, ns/op; 0 = not seen.
 type pair struct {
-	verify, bound float64 // ns/op; 0 = not seen
+	verify, bound float64
+}
+
+// release is one BenchmarkRelease/clients=N line.
+type release struct {
+	pkg, clients string
+	ns, p50, p99 float64
 }
 
 func main() {
@@ -29,6 +35,8 @@ func main() {
 
 func run(in io.Reader, out io.Writer) error {
 	pairs := map[string]*pair{}
+	var releases []release
+	verification := map[string]float64{} // pkg -> BenchmarkReportVerification ns/op
 	pkg := ""
 	failed := false
 	sc := bufio.NewScanner(in)
@@ -50,11 +58,16 @@ func run(in io.Reader, out io.Writer) error {
 				p = &pair{}
 				pairs[pkg] = p
 			}
-			switch name {
-			case "BenchmarkVerify":
+			switch {
+			case name == "BenchmarkVerify":
 				p.verify = ns
-			case "BenchmarkSignatureBound":
+			case name == "BenchmarkSignatureBound":
 				p.bound = ns
+			case name == "BenchmarkReportVerification":
+				verification[pkg] = ns
+			case strings.HasPrefix(name, "BenchmarkRelease/clients="):
+				releases = append(releases, release{pkg: pkg, clients: strings.TrimPrefix(name, "BenchmarkRelease/clients="), ns: ns,
+					p50: metric(line, "p50-ms"), p99: metric(line, "p99-ms")})
 			}
 		}
 	}
@@ -74,13 +87,39 @@ func run(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "%-40s %14.0f %20.0f %8.3f\n", strings.TrimPrefix(p, "github.com/greatjail/cvm/"), 1e9/v.verify, 1e9/v.bound, v.bound/v.verify)
 	}
 	fmt.Fprintln(out, "ratio = verifications per second / signature checks per second (1.0 = as fast as the signature bound)")
+	if len(releases) > 0 {
+		fmt.Fprintf(out, "\n%-12s %8s %12s %10s %10s %22s %8s\n", "key broker", "clients", "releases/s", "p50 ms", "p99 ms", "verification bound/s", "ratio")
+		for _, r := range releases {
+			bound := verification[r.pkg]
+			ratio, bps := 0.0, 0.0
+			if bound > 0 {
+				bps = 1e9 / bound
+				ratio = bound / r.ns
+			}
+			fmt.Fprintf(out, "%-12s %8s %12.0f %10.2f %10.2f %22.0f %8.3f\n", "kbs", r.clients, 1e9/r.ns, r.p50, r.p99, bps, ratio)
+		}
+		fmt.Fprintln(out, "attest + release over gRPC/TLS on loopback, whole guest flow (challenge, attest, release, HPKE open);")
+		fmt.Fprintln(out, "ratio = releases per second / report verifications per second on all cores (1.0 = as fast as verification alone)")
+	}
 	if failed {
 		return fmt.Errorf("a benchmark failed")
 	}
-	if len(pkgs) == 0 {
-		return fmt.Errorf("no BenchmarkVerify/BenchmarkSignatureBound pairs found")
+	if len(pkgs) == 0 && len(releases) == 0 {
+		return fmt.Errorf("no BenchmarkVerify/BenchmarkSignatureBound pairs or BenchmarkRelease found")
 	}
 	return nil
+}
+
+// metric returns the value reported for unit on a benchmark line, or 0.
+func metric(line, unit string) float64 {
+	f := strings.Fields(line)
+	for i := 1; i < len(f); i++ {
+		if f[i] == unit {
+			v, _ := strconv.ParseFloat(f[i-1], 64)
+			return v
+		}
+	}
+	return 0
 }
 
 // parse reads "BenchmarkName-2   1000   12345 ns/op ..." and returns the name

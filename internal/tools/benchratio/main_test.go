@@ -40,3 +40,16 @@ func TestRun(t *testing.T) {
 		t.Error("run() with no complete pair succeeded, want error")
 	}
 }
+
+func TestRunRelease(t *testing.T) {
+	in := "pkg: github.com/greatjail/cvm/kbs\nBenchmarkRelease/clients=16-2 100 2000000 ns/op 20.5 p50-ms 40.25 p99-ms\nBenchmarkReportVerification-2 100 500000 ns/op\n"
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"16", "500", "20.50", "40.25", "2000", "0.250"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
