@@ -518,6 +518,26 @@ func TestEvaluateAndAudit(t *testing.T) {
 	if err != nil || len(q.GetRecords()) != 2 {
 		t.Errorf("audit Query(last 2) = %v, %v", q, err)
 	}
+	// Stream: the existing records in order, then new ones as they happen.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := b.audit.Stream(sctx, &kbsv1.StreamRequest{FromSeq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(1); want <= v.GetRecords(); want++ {
+		r, err := stream.Recv()
+		if err != nil || r.GetSeq() != want {
+			t.Fatalf("stream record %d: seq %d, %v", want, r.GetSeq(), err)
+		}
+	}
+	if _, err := b.admin.PutResource(ctx, &kbsv1.PutResourceRequest{Name: "repo/key/later", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil || r.GetSeq() != v.GetRecords()+1 || r.GetAction() != "resource.put repo/key/later" {
+		t.Errorf("streamed new record = %v, %v; want the put as seq %d", r, err, v.GetRecords()+1)
+	}
 }
 
 var _ = errors.New

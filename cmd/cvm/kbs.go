@@ -99,7 +99,11 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 		})}
 	rvlist := &cobra.Command{Use: "list", Short: "List reference values and requirements", Args: noArgs,
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.RefValueList(c.Context()) })}
-	rv.AddCommand(rvadd, rvimport, rvlist)
+	rvrm := &cobra.Command{Use: "rm ID", Short: "Delete a reference value (IDs as 'refvalue list' shows)", Args: exactArgs(1),
+		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error {
+			return a.RefValueRemove(c.Context(), args[0])
+		})}
+	rv.AddCommand(rvadd, rvimport, rvlist, rvrm)
 
 	au := group("audit", "The append-only, hash-chained audit log")
 	var n int

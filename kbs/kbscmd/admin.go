@@ -148,6 +148,15 @@ func (a *Admin) RefValueImport(ctx context.Context, file string) error {
 	return nil
 }
 
+// RefValueRemove deletes a reference value by the ID 'refvalue list' shows.
+func (a *Admin) RefValueRemove(ctx context.Context, id string) error {
+	if _, err := a.admin().DeleteReferenceValue(ctx, &kbsv1.DeleteReferenceValueRequest{Id: id}); err != nil {
+		return rpcError("refvalue rm", err)
+	}
+	fmt.Fprintf(a.Out, "%s deleted\n", id)
+	return nil
+}
+
 // RefValueList prints the reference values and requirements.
 func (a *Admin) RefValueList(ctx context.Context) error {
 	res, err := a.admin().ListReferenceValues(ctx, &kbsv1.ListReferenceValuesRequest{})
