@@ -326,25 +326,25 @@ func TestAttacks(t *testing.T) {
 			}
 			_, err := b.guest.Attest(ctx, req)
 			return err
-		}, "nonce"},
+		}, "nonce already used"},
 		{"expired challenge", brokerOpts{}, func(t *testing.T, b *broker) error {
 			s := newSession(t, b.challenge(t))
 			b.clock.Add(6 * time.Minute)
 			_, err := b.guest.Attest(ctx, attestReq(t, good, s, s.rd))
 			return err
-		}, "challenge"},
+		}, "nonce expired"},
 		{"challenge signed by another broker", brokerOpts{}, func(t *testing.T, b *broker) error {
 			other, _ := challenge.NewIssuer(bytes.Repeat([]byte{2}, 32), challenge.Options{Now: time.Now, Rand: rand.Reader})
 			c, _ := other.Issue(attestation.TEESim)
 			s := newSession(t, c.Nonce)
 			_, err := b.guest.Attest(ctx, attestReq(t, good, s, s.rd))
 			return err
-		}, "challenge"},
+		}, "nonce not issued by this broker"},
 		{"tampered report", brokerOpts{}, func(t *testing.T, b *broker) error {
 			s := newSession(t, b.challenge(t))
 			_, err := b.guest.Attest(ctx, attestReq(t, simProvider{measurement: goodMeasurement, tamper: true}, s, s.rd))
 			return err
-		}, "signature"},
+		}, "report signature"},
 		{"REPORT_DATA bound to another key", brokerOpts{}, func(t *testing.T, b *broker) error {
 			nonce := b.challenge(t)
 			s := newSession(t, nonce)
@@ -356,12 +356,12 @@ func TestAttacks(t *testing.T) {
 			s := newSession(t, b.challenge(t))
 			_, err := b.guest.Attest(ctx, attestReq(t, simProvider{measurement: bytes.Repeat([]byte{0xcd}, 48)}, s, s.rd))
 			return err
-		}, "measurement"},
+		}, "fail measurement"},
 		{"debug guest", brokerOpts{}, func(t *testing.T, b *broker) error {
 			s := newSession(t, b.challenge(t))
 			_, err := b.guest.Attest(ctx, attestReq(t, simProvider{measurement: goodMeasurement, debug: true}, s, s.rd))
 			return err
-		}, "debug"},
+		}, "fail debug"},
 		{"TCB below minimum", brokerOpts{}, func(t *testing.T, b *broker) error {
 			req := []byte(`{"tee":"sim","min_tcb":{"Milan":{"raw":"0","bootloader":0,"tee":0,"snp":23,"microcode":0}}}`)
 			if _, err := b.admin.SetRequirements(ctx, &kbsv1.SetRequirementsRequest{RequirementsJson: req}); err != nil {
@@ -370,7 +370,7 @@ func TestAttacks(t *testing.T) {
 			s := newSession(t, b.challenge(t))
 			_, err := b.guest.Attest(ctx, attestReq(t, good, s, s.rd))
 			return err
-		}, "tcb"},
+		}, "fail min_tcb"},
 		{"sim evidence without a sim root", brokerOpts{noSim: true}, func(t *testing.T, b *broker) error {
 			s := newSession(t, b.challenge(t))
 			_, err := b.guest.Attest(ctx, attestReq(t, good, s, s.rd))
@@ -394,7 +394,7 @@ func TestAttacks(t *testing.T) {
 			forged := swapTokenKey(t, att.GetToken())
 			_, err = b.guest.GetResource(ctx, &kbsv1.GetResourceRequest{Token: forged, Name: "repo/key/disk"})
 			return err
-		}, "token"},
+		}, "token: invalid"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
