@@ -103,7 +103,17 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error {
 			return a.RefValueRemove(c.Context(), args[0])
 		})}
-	rv.AddCommand(rvadd, rvimport, rvlist, rvrm)
+	var reqFile string
+	rvreq := &cobra.Command{Use: "requirements --file F", Short: "Set one TEE's appraisal requirements (minimum TCB, TDX statuses, ...)", Args: noArgs,
+		Long: `F is JSON: {"tee": "snp", "min_tcb": {"Milan": {"bootloader": 3, "tee": 0, "snp": 20, "microcode": 209}},
+"allowed_tdx_tcb_statuses": ["UpToDate"], "require_fresh_collateral": true,
+"accept_unchecked": ["crl"], "min_guest_svn": 1}; fields that do not apply to
+the TEE are refused. Both the committed and the launch TCB must meet min_tcb.`,
+		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error {
+			return a.RequirementsSet(c.Context(), reqFile)
+		})}
+	rvreq.Flags().StringVar(&reqFile, "file", "", "requirements JSON")
+	rv.AddCommand(rvadd, rvimport, rvlist, rvrm, rvreq)
 
 	au := group("audit", "The append-only, hash-chained audit log")
 	var n int

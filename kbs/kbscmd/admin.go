@@ -157,6 +157,21 @@ func (a *Admin) RefValueRemove(ctx context.Context, id string) error {
 	return nil
 }
 
+// RequirementsSet sets one TEE's appraisal requirements from a JSON file
+// (policy.Requirements: tee, min_tcb, allowed_tdx_tcb_statuses,
+// require_fresh_collateral, accept_unchecked, min_guest_svn).
+func (a *Admin) RequirementsSet(ctx context.Context, file string) error {
+	b, err := readFile("--file", file)
+	if err != nil {
+		return err
+	}
+	if _, err := a.admin().SetRequirements(ctx, &kbsv1.SetRequirementsRequest{RequirementsJson: b}); err != nil {
+		return rpcError("requirements set", err)
+	}
+	fmt.Fprintln(a.Out, "requirements set")
+	return nil
+}
+
 // RefValueList prints the reference values and requirements.
 func (a *Admin) RefValueList(ctx context.Context) error {
 	res, err := a.admin().ListReferenceValues(ctx, &kbsv1.ListReferenceValuesRequest{})
