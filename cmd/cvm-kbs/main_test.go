@@ -187,9 +187,22 @@ func TestBrokerEndToEnd(t *testing.T) {
 	if r := fetch("--measurement", strings.Repeat("cd", 48)); r.code != 1 {
 		t.Errorf("fetch with an unknown measurement: exit %d, want 1", r.code)
 	}
+	// A minimum TCB above the simulated chip's (snp 22) denies it.
+	if err := os.WriteFile(filepath.Join(dir, "req.json"), []byte(`{"tee":"sim","min_tcb":{"Milan":{"raw":"0","bootloader":0,"tee":0,"snp":23,"microcode":0}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, admin("refvalue", "requirements", "--file", "req.json"), "requirements")
+	if r := fetch("--measurement", meas); r.code != 1 {
+		t.Errorf("fetch below the minimum TCB: exit %d, want 1", r.code)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "req.json"), []byte(`{"tee":"sim","min_tcb":{"Milan":{"raw":"0","bootloader":0,"tee":0,"snp":22,"microcode":0}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, admin("refvalue", "requirements", "--file", "req.json"), "requirements")
+	must(t, fetch("--measurement", meas), "fetch at the minimum TCB")
 	// The audit log names the reasons the guest was not told.
-	tail := must(t, admin("audit", "tail", "-n", "2"), "audit tail").stdout
-	if !strings.Contains(tail, "debug") || !strings.Contains(tail, "measurement") {
+	tail := must(t, admin("audit", "tail", "-n", "20"), "audit tail").stdout
+	if !strings.Contains(tail, "fail debug") || !strings.Contains(tail, "fail measurement") || !strings.Contains(tail, "fail min_tcb") {
 		t.Errorf("audit tail lacks the denial reasons:\n%s", tail)
 	}
 	must(t, admin("audit", "verify"), "audit verify")
@@ -215,7 +228,7 @@ func TestBrokerEndToEnd(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"cvm_kbs_releases_total 1", `cvm_kbs_attestations_total{result="ok",tee="sim"} 1`, `cvm_kbs_denials_total{reason="appraisal"}`} {
+	for _, want := range []string{"cvm_kbs_releases_total 2", `cvm_kbs_attestations_total{result="ok",tee="sim"} 2`, `cvm_kbs_denials_total{reason="appraisal"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
