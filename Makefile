@@ -13,7 +13,7 @@ BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
 APT_PACKAGES := protobuf-compiler
 
-.PHONY: all build test test-unit bench fuzz proto proto-check lint demo deps clean
+.PHONY: all build test test-inputs bench fuzz proto proto-check lint demo deps clean
 
 all: build
 
@@ -34,13 +34,17 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+## test-inputs: fetch the large public test inputs (Debian OVMF, kernel) into .cache/inputs, checked by SHA-256
+test-inputs:
+	@scripts/fetch-test-inputs.sh
+
 ## test: every test tier this machine supports, then a summary of what ran and what was skipped
-test: deps proto-check lint
+test: deps test-inputs proto-check lint
 	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
 	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 20m ./... 2>&1 | $(BIN)/testreport
 
 ## bench: verification throughput per TEE next to its signature-check bound, as ratios
-bench:
+bench: test-inputs
 	@$(GO) build -o $(BIN)/benchratio ./internal/tools/benchratio
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./... 2>&1 | $(BIN)/benchratio
 

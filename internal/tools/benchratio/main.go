@@ -35,6 +35,7 @@ func main() {
 
 func run(in io.Reader, out io.Writer) error {
 	pairs := map[string]*pair{}
+	measures := map[string]*pair{} // BenchmarkMeasure vs BenchmarkHashBound
 	var releases []release
 	verification := map[string]float64{} // pkg -> BenchmarkReportVerification ns/op
 	pkg := ""
@@ -63,6 +64,10 @@ func run(in io.Reader, out io.Writer) error {
 				p.verify = ns
 			case name == "BenchmarkSignatureBound":
 				p.bound = ns
+			case name == "BenchmarkMeasure":
+				measure(measures, pkg).verify = ns
+			case name == "BenchmarkHashBound":
+				measure(measures, pkg).bound = ns
 			case name == "BenchmarkReportVerification":
 				verification[pkg] = ns
 			case strings.HasPrefix(name, "BenchmarkRelease/clients="):
@@ -87,6 +92,21 @@ func run(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "%-40s %14.0f %20.0f %8.3f\n", strings.TrimPrefix(p, "github.com/greatjail/cvm/"), 1e9/v.verify, 1e9/v.bound, v.bound/v.verify)
 	}
 	fmt.Fprintln(out, "ratio = verifications per second / signature checks per second (1.0 = as fast as the signature bound)")
+	var mpkgs []string
+	for p, v := range measures {
+		if v.verify > 0 && v.bound > 0 {
+			mpkgs = append(mpkgs, p)
+		}
+	}
+	sort.Strings(mpkgs)
+	if len(mpkgs) > 0 {
+		fmt.Fprintf(out, "\n%-40s %14s %20s %8s\n", "measurement", "ms/measure", "hash bound ms", "ratio")
+		for _, p := range mpkgs {
+			v := measures[p]
+			fmt.Fprintf(out, "%-40s %14.3f %20.3f %8.3f\n", strings.TrimPrefix(p, "github.com/greatjail/cvm/"), v.verify/1e6, v.bound/1e6, v.bound/v.verify)
+		}
+		fmt.Fprintln(out, "ratio = time of the hashing alone / time of the whole measurement (1.0 = as fast as hashing the same bytes)")
+	}
 	if len(releases) > 0 {
 		fmt.Fprintf(out, "\n%-12s %8s %12s %10s %10s %22s %8s\n", "key broker", "clients", "releases/s", "p50 ms", "p99 ms", "verification bound/s", "ratio")
 		for _, r := range releases {
@@ -104,10 +124,17 @@ func run(in io.Reader, out io.Writer) error {
 	if failed {
 		return fmt.Errorf("a benchmark failed")
 	}
-	if len(pkgs) == 0 && len(releases) == 0 {
+	if len(pkgs) == 0 && len(releases) == 0 && len(mpkgs) == 0 {
 		return fmt.Errorf("no BenchmarkVerify/BenchmarkSignatureBound pairs or BenchmarkRelease found")
 	}
 	return nil
+}
+
+func measure(m map[string]*pair, pkg string) *pair {
+	if m[pkg] == nil {
+		m[pkg] = &pair{}
+	}
+	return m[pkg]
 }
 
 // metric returns the value reported for unit on a benchmark line, or 0.

@@ -53,3 +53,14 @@ func TestRunRelease(t *testing.T) {
 		}
 	}
 }
+
+func TestRunMeasure(t *testing.T) {
+	in := "pkg: github.com/greatjail/cvm/attestation/tdxmeasure\nBenchmarkMeasure-2 100 4000000 ns/op\nBenchmarkHashBound-2 100 3000000 ns/op\n"
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "attestation/tdxmeasure") || !strings.Contains(out.String(), "0.750") {
+		t.Errorf("output lacks the tdxmeasure row with ratio 0.750:\n%s", out.String())
+	}
+}
