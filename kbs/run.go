@@ -199,7 +199,9 @@ func Verifiers(cfg *config.Server, mat *config.Material, now func() time.Time) (
 		fetcher = &sevsnp.HTTPFetcher{}
 	}
 	if cfg.SNP.CertCache != "" {
-		fetcher = &sevsnp.Cache{Dir: cfg.SNP.CertCache, Upstream: fetcher, Now: now}
+		// At most one KDS request per second from this broker: a flood of
+		// reports naming unknown chips fails fast instead of queueing.
+		fetcher = &sevsnp.Cache{Dir: cfg.SNP.CertCache, Upstream: fetcher, Now: now, UpstreamInterval: time.Second}
 	}
 	snp, err := sevsnp.New(sevsnp.Options{Now: now, Fetcher: fetcher, CheckRevocations: cfg.SNP.CheckRevocations})
 	if err != nil {

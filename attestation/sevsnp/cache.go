@@ -50,8 +50,9 @@ import (
 // (temporary file, then rename).
 //
 // Cache is safe for concurrent use, also by several processes sharing Dir.
-// Within a process, upstream fetches are serialized so concurrent misses
-// for one URL reach KDS once.
+// Within a process, upstream fetches are serialized (waiting respects the
+// caller's context) so concurrent misses for one URL reach KDS once, and
+// UpstreamInterval bounds how often KDS is asked at all.
 type Cache struct {
 	// Dir is the cache directory; it is created as needed.
 	Dir string
@@ -62,10 +63,34 @@ type Cache struct {
 	// cached CRL counts as stale (Upstream is asked first, and the cached
 	// copy is still returned if that fails).
 	Now func() time.Time
+	// UpstreamInterval is the minimum time between two upstream fetches
+	// (AMD's KDS allows roughly one request per 10 seconds per client).
+	// A miss that would exceed it fails at once instead of queueing, so a
+	// flood of reports naming unknown chips cannot make the verifier hammer
+	// KDS or block behind it. Zero means no limit. Requires Now.
+	UpstreamInterval time.Duration
 
-	// mu serializes upstream fetches.
-	mu sync.Mutex
+	// sem serializes upstream fetches; a buffered channel of one, so that
+	// waiting for it respects the caller's context.
+	sem chan struct{}
+	// once creates sem.
+	once sync.Once
+	// last is when the last upstream fetch started; guarded by sem.
+	last time.Time
 }
+
+// acquire takes the upstream slot or gives up when ctx ends.
+func (c *Cache) acquire(ctx context.Context) error {
+	c.once.Do(func() { c.sem = make(chan struct{}, 1) })
+	select {
+	case c.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cache) release() { <-c.sem }
 
 // Fetch returns the KDS resource at url from the cache or from Upstream.
 func (c *Cache) Fetch(ctx context.Context, url string) ([]byte, error) {
@@ -81,15 +106,28 @@ func (c *Cache) Fetch(ctx context.Context, url string) ([]byte, error) {
 		return b, nil
 	}
 
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if err := c.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("sevsnp cache: %s: waiting for the upstream slot: %w", url, err)
+	}
+	defer c.release()
 	cached := res.load(path) // another fetch may have stored it meanwhile
 	if cached != nil && c.fresh(res, cached) {
 		return cached, nil
 	}
 	var upErr error
+	limited := false
+	if c.UpstreamInterval > 0 && c.Now != nil {
+		now := c.Now()
+		if !c.last.IsZero() && now.Sub(c.last) < c.UpstreamInterval {
+			limited = true
+		} else {
+			c.last = now
+		}
+	}
 	if c.Upstream == nil {
 		upErr = errors.New("no upstream (offline)")
+	} else if limited {
+		upErr = fmt.Errorf("upstream fetches are limited to one per %s", c.UpstreamInterval)
 	} else if b, err := c.Upstream.Fetch(ctx, url); err != nil {
 		upErr = err
 	} else if err := res.validate(b); err != nil {
