@@ -132,6 +132,8 @@ func (c *Cache) Fetch(ctx context.Context, url string) ([]byte, error) {
 		upErr = err
 	} else if err := res.validate(b); err != nil {
 		upErr = fmt.Errorf("upstream answer rejected: %w", err)
+	} else if res.endpoint == endpointCRL && olderCRL(b, cached) {
+		upErr = errors.New("upstream answer rejected: the CRL is older than the cached one (rollback)")
 	} else {
 		// A cache that cannot be written (read-only directory, full disk)
 		// must not turn a good, validated answer into a failure; the next
@@ -450,4 +452,22 @@ func seedVCEKPath(dir string, e *evidence, vcek *x509.Certificate, line string) 
 		return "", err
 	}
 	return res.path(dir), nil
+}
+
+// olderCRL reports whether the CRL in b was issued before the cached one: a
+// rollback that could hide a later revocation. Unparsable input is not
+// "older" (validate has already checked b).
+func olderCRL(b, cached []byte) bool {
+	if cached == nil {
+		return false
+	}
+	n, err1 := x509.ParseRevocationList(b)
+	o, err2 := x509.ParseRevocationList(cached)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	if n.Number != nil && o.Number != nil {
+		return n.Number.Cmp(o.Number) < 0
+	}
+	return n.ThisUpdate.Before(o.ThisUpdate)
 }

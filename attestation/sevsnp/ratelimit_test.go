@@ -1,8 +1,15 @@
 package sevsnp
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,5 +67,38 @@ func TestCacheWaitRespectsContext(t *testing.T) {
 	close(block)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Fetch while the slot is held = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestCacheRefusesCRLRollback: a stale cached CRL is not replaced by an
+// older one from upstream; the newer cached copy is served.
+func TestCacheRefusesCRLRollback(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ARK-Milan"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCRLSign | x509.KeyUsageCertSign, NotBefore: time.Unix(0, 0), NotAfter: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)}
+	der, _ := x509.CreateCertificate(rand.Reader, ca, ca, &key.PublicKey, key)
+	caCert, _ := x509.ParseCertificate(der)
+	crl := func(n int64, this time.Time) []byte {
+		b, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: this, NextUpdate: this.Add(24 * time.Hour)}, caCert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	newer, older := crl(5, t0), crl(4, t0.Add(-24*time.Hour))
+	served := newer
+	up := fetchFunc(func(context.Context, string) ([]byte, error) { return served, nil })
+	now := t0
+	c := &Cache{Dir: t.TempDir(), Upstream: up, Now: func() time.Time { return now }}
+	url := "https://kdsintf.amd.com/vcek/v1/Milan/crl"
+	if got, err := c.Fetch(context.Background(), url); err != nil || !bytes.Equal(got, newer) {
+		t.Fatalf("first Fetch = %v; want the newer CRL", err)
+	}
+	now = t0.Add(48 * time.Hour) // cached copy now stale
+	served = older
+	got, err := c.Fetch(context.Background(), url)
+	if err != nil || !bytes.Equal(got, newer) {
+		t.Errorf("Fetch after upstream served an older CRL = %v; want the newer cached CRL kept", err)
 	}
 }
