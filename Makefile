@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 FUZZMINIMIZE ?= 5s
 BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
-APT_PACKAGES := protobuf-compiler
+APT_PACKAGES := protobuf-compiler acpica-tools
 
 .PHONY: all build test test-inputs bench fuzz proto proto-check lint demo deps clean
 
