@@ -1,0 +1,135 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/greatjail/cvm/vmm/acpi"
+	"github.com/greatjail/cvm/vmm/loader"
+	"github.com/greatjail/cvm/vmm/plan"
+)
+
+// DefaultKVMPath is Config.KVMPath when empty.
+const DefaultKVMPath = "/dev/kvm"
+
+// MaxMemorySize bounds Config.MemorySize (1 TiB).
+const MaxMemorySize = 1 << 40
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("vmm: invalid config")
+
+// Disk is one virtio block device backed by a regular file.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+}
+
+// Config describes a VM to run.
+type Config struct {
+	Kernel, Initrd []byte // bzImage or ELF vmlinux with PVH; optional initrd
+	Cmdline        string
+	MemorySize     uint64 // bytes, a multiple of 4 KiB
+	VCPUs          int    // 1..255
+	Disks          []Disk // first is /dev/vda
+	VsockUDS       string // hybrid vsock Unix socket path; empty: no vsock
+	RNG            bool   // add a virtio entropy device
+	Console        io.Writer
+	KVMPath        string // default DefaultKVMPath
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+}
+
+// Validate checks cfg without touching KVM: the kernel parses, memory
+// holds the kernel and initrd, the vCPU count is in range, every disk opens
+// with the requested access, and the vsock socket's directory exists.
+// Errors wrap ErrInvalidConfig and, where there is one, the cause.
+func Validate(cfg Config) error {
+	if len(cfg.Kernel) == 0 {
+		return invalid("no kernel image")
+	}
+	if _, err := loader.Parse(cfg.Kernel); err != nil {
+		return fmt.Errorf("%w: kernel: %w", ErrInvalidConfig, err)
+	}
+	if cfg.VCPUs < 1 || cfg.VCPUs > acpi.MaxVCPUs {
+		return invalid("%d vCPUs: must be 1..%d", cfg.VCPUs, acpi.MaxVCPUs)
+	}
+	if cfg.MemorySize == 0 || cfg.MemorySize%plan.PageSize != 0 {
+		return invalid("memory size %d: must be a positive multiple of %d bytes", cfg.MemorySize, plan.PageSize)
+	}
+	if cfg.MemorySize > MaxMemorySize {
+		return invalid("memory size %s: at most %s", FormatSize(cfg.MemorySize), FormatSize(MaxMemorySize))
+	}
+	if n := deviceCount(cfg); n > maxDevices {
+		return invalid("%d virtio devices: at most %d", n, maxDevices)
+	}
+	if _, _, err := buildPlan(cfg); err != nil {
+		if errors.Is(err, loader.ErrTooSmall) {
+			return fmt.Errorf("%w: guest memory of %s is too small for the kernel (%d bytes) and initrd (%d bytes): %w",
+				ErrInvalidConfig, FormatSize(cfg.MemorySize), len(cfg.Kernel), len(cfg.Initrd), err)
+		}
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	for _, d := range cfg.Disks {
+		f, err := openDisk(d)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		f.Close()
+	}
+	if cfg.VsockUDS != "" {
+		dir := filepath.Dir(cfg.VsockUDS)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("%w: vsock socket %s: directory: %w", ErrInvalidConfig, cfg.VsockUDS, err)
+		}
+		if !fi.IsDir() {
+			return invalid("vsock socket %s: %s is not a directory", cfg.VsockUDS, dir)
+		}
+	}
+	return nil
+}
+
+// openDisk opens a disk image with the access its flag asks for and checks
+// that it is a regular file holding at least one sector.
+func openDisk(d Disk) (*os.File, error) {
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("disk %s: %w", d.Path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("disk %s: %w", d.Path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("disk %s: not a regular file", d.Path)
+	}
+	if fi.Size() < 512 {
+		f.Close()
+		return nil, fmt.Errorf("disk %s: %d bytes, smaller than one 512-byte sector", d.Path, fi.Size())
+	}
+	return f, nil
+}
+
+// FormatSize renders a byte count with a binary unit (K, M, G) when exact.
+func FormatSize(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dK", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
