@@ -7,10 +7,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
-	"encoding/hex"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -405,29 +404,44 @@ func TestAttacks(t *testing.T) {
 	}
 }
 
-// swapTokenKey replaces the TEE public key inside a token's payload with an
-// attacker's key, keeping the broker's signature.
+// swapTokenKey replaces the TEE public key inside a token's payload (the
+// EAR key-attestation akpub) with an attacker's key, keeping the broker's
+// signature: what a thief would need to have a release sealed to itself.
 func swapTokenKey(t *testing.T, tok string) string {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
 		t.Fatalf("token has %d parts", len(parts))
 	}
-	payload, err := base64URLDecode(parts[1])
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	attacker, _ := ecdh.P256().GenerateKey(rand.Reader)
 	var m map[string]any
 	if err := json.Unmarshal(payload, &m); err != nil {
 		t.Fatal(err)
 	}
-	// Replace every occurrence of the key material anywhere in the payload
-	// by re-marshalling with an altered field; any change breaks the
-	// signature, which is the point.
-	m["cvm-attacker-key"] = hex.EncodeToString(attacker.PublicKey().Bytes())
-	b, _ := json.Marshal(m)
-	parts[1] = base64URLEncode(b)
+	submods, _ := m["submods"].(map[string]any)
+	cpu, _ := submods["cpu"].(map[string]any)
+	ka, _ := cpu["ear.veraison.key-attestation"].(map[string]any)
+	old, ok := ka["akpub"].(string)
+	if !ok {
+		t.Fatalf("token payload has no submods.cpu key-attestation akpub: %s", payload)
+	}
+	attacker, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, err := x509.MarshalPKIXPublicKey(&attacker.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka["akpub"] = base64.RawURLEncoding.EncodeToString(spki)
+	if ka["akpub"] == old {
+		t.Fatal("attacker key equals the guest's")
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts[1] = base64.RawURLEncoding.EncodeToString(b)
 	return strings.Join(parts, ".")
 }
 
@@ -539,6 +553,3 @@ func TestEvaluateAndAudit(t *testing.T) {
 		t.Errorf("streamed new record = %v, %v; want the put as seq %d", r, err, v.GetRecords()+1)
 	}
 }
-
-var _ = errors.New
-var _ tls.Config

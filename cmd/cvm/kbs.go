@@ -56,8 +56,10 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 		})}
 	put.Flags().StringVar(&file, "file", "", "file holding the resource (at most 1 MiB)")
 	list := &cobra.Command{Use: "list", Short: "List resources", Args: noArgs,
-		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.ResourceList(c.Context()) })}
+		Example: "  cvm kbs --admin-config admin.yaml resource list",
+		RunE:    withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.ResourceList(c.Context()) })}
 	rm := &cobra.Command{Use: "rm NAME", Short: "Delete every version of NAME", Args: exactArgs(1),
+		Example: "  cvm kbs --admin-config admin.yaml resource rm repo/key/disk",
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error {
 			return a.ResourceRemove(c.Context(), args[0])
 		})}
@@ -73,7 +75,8 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 		})}
 	pset.Flags().StringVar(&pfile, "file", "", "file holding the CEL expression")
 	pget := &cobra.Command{Use: "get NAME", Short: "Print the release rule of NAME", Args: exactArgs(1),
-		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error { return a.PolicyGet(c.Context(), args[0]) })}
+		Example: "  cvm kbs --admin-config admin.yaml policy get repo/key/disk",
+		RunE:    withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error { return a.PolicyGet(c.Context(), args[0]) })}
 	peval := &cobra.Command{Use: "eval --resource NAME --claims F", Short: "Dry run: the decision for the claims in F and every rule that decided it", Args: noArgs,
 		Example: `  cvm attest verify --tee sim --report r.bin --certs vcek.pem --sim-root root.pem > claims.json
   cvm kbs --admin-config admin.yaml policy eval --resource repo/key/disk --claims claims.json`,
@@ -87,6 +90,7 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 	rv := group("refvalue", "Reference values (accepted measurements)")
 	var tee, meas, note string
 	rvadd := &cobra.Command{Use: "add --tee snp|tdx|sim --measurement HEX", Short: "Accept a launch measurement (SEV-SNP MEASUREMENT, TDX MRTD)", Args: noArgs,
+		Example: "  cvm kbs --admin-config admin.yaml refvalue add --tee snp --measurement $(cvm measure snp --firmware OVMF.fd --vcpus 1 --vcpu-type EPYC-v4 --guest-features 0x1 --vmm-type qemu)",
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error {
 			return a.RefValueAdd(c.Context(), tee, meas, note)
 		})}
@@ -94,17 +98,21 @@ simulated TEE) and receive a resource sealed to an ephemeral key.`,
 	rvadd.Flags().StringVar(&meas, "measurement", "", "96 hex digits")
 	rvadd.Flags().StringVar(&note, "note", "", "free text recorded with the value")
 	rvimport := &cobra.Command{Use: "import FILE", Short: "Accept the measurements in a 'cvm measure --json' document", Args: exactArgs(1),
+		Example: "  cvm measure tdx --firmware OVMF.fd --json > mrtd.json\n  cvm kbs --admin-config admin.yaml refvalue import mrtd.json",
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error {
 			return a.RefValueImport(c.Context(), args[0])
 		})}
 	rvlist := &cobra.Command{Use: "list", Short: "List reference values and requirements", Args: noArgs,
-		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.RefValueList(c.Context()) })}
+		Example: "  cvm kbs --admin-config auditor.yaml refvalue list",
+		RunE:    withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.RefValueList(c.Context()) })}
 	rvrm := &cobra.Command{Use: "rm ID", Short: "Delete a reference value (IDs as 'refvalue list' shows)", Args: exactArgs(1),
+		Example: "  cvm kbs --admin-config admin.yaml refvalue rm rv-3",
 		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, args []string) error {
 			return a.RefValueRemove(c.Context(), args[0])
 		})}
 	var reqFile string
 	rvreq := &cobra.Command{Use: "requirements --file F", Short: "Set one TEE's appraisal requirements (minimum TCB, TDX statuses, ...)", Args: noArgs,
+		Example: "  cvm kbs --admin-config admin.yaml refvalue requirements --file snp-requirements.json",
 		Long: `F is JSON: {"tee": "snp", "min_tcb": {"Milan": {"bootloader": 3, "tee": 0, "snp": 20, "microcode": 209}},
 "allowed_tdx_tcb_statuses": ["UpToDate"], "require_fresh_collateral": true,
 "accept_unchecked": ["crl"], "min_guest_svn": 1}; fields that do not apply to
@@ -118,10 +126,12 @@ the TEE are refused. Both the committed and the launch TCB must meet min_tcb.`,
 	au := group("audit", "The append-only, hash-chained audit log")
 	var n int
 	tail := &cobra.Command{Use: "tail [-n N]", Short: "Print the last N records as JSON lines", Args: noArgs,
-		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.AuditTail(c.Context(), n) })}
+		Example: "  cvm kbs --admin-config auditor.yaml audit tail -n 50",
+		RunE:    withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.AuditTail(c.Context(), n) })}
 	tail.Flags().IntVarP(&n, "n", "n", 20, "number of records")
 	verify := &cobra.Command{Use: "verify", Short: "Check the whole chain; exit 1 if any record was edited, removed or reordered", Args: noArgs,
-		RunE: withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.AuditVerify(c.Context()) })}
+		Example: "  cvm kbs --admin-config auditor.yaml audit verify",
+		RunE:    withAdmin(func(c *cobra.Command, a *kbscmd.Admin, _ []string) error { return a.AuditVerify(c.Context()) })}
 	au.AddCommand(tail, verify)
 
 	var fo kbscmd.FetchOptions

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
 )
 
 // cvmBin is the cvm binary built once for these tests, so that exit codes
@@ -252,4 +253,21 @@ func TestUnknownCommand(t *testing.T) {
 			t.Errorf("cvm %v: exit %d, stdout %q; want exit 0 and the help", args, r.code, r.stdout)
 		}
 	}
+}
+
+// TestEveryCommandHasExamples keeps the README's promise that every command
+// teaches by example: each runnable command's help has an Examples section.
+func TestEveryCommandHasExamples(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Runnable() && c.HasParent() && !c.HasSubCommands() && c.Name() != "help" && c.Name() != "completion" && c.Parent().Name() != "completion" && c.Name() != "version" {
+			if strings.TrimSpace(c.Example) == "" {
+				t.Errorf("%q has no Example in its help", c.CommandPath())
+			}
+		}
+	}
+	walk(newRoot())
 }
