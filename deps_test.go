@@ -3,6 +3,7 @@ package cvm
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -25,6 +26,16 @@ const mod = "github.com/greatjail/cvm/"
 // presence would also mean test flags in the binary).
 var testOnly = []string{"testing", "github.com/google/go-sev-guest/testing", "github.com/google/go-tdx-guest/testing"}
 
+// verifiers check evidence; a guest produces it and never links them.
+var verifiers = []string{mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim"}
+
+// brokerSide is the key broker and its server-side parts; a guest links only
+// the protocol pieces it shares (kbs/seal, kbs/client).
+var brokerSide = []string{
+	mod + "kbs", mod + "kbs/store", mod + "kbs/store/", mod + "kbs/audit", mod + "kbs/resources",
+	mod + "kbs/challenge", mod + "kbs/token", mod + "kbs/pki", mod + "kbs/config", mod + "policy", mod + "policy/",
+}
+
 var linkRules = []linkRule{
 	{
 		// The guest agent runs inside the TEE: it produces evidence but must
@@ -32,25 +43,15 @@ var linkRules = []linkRule{
 		// never any fake.
 		pkg:       "./cmd/cvm-agent",
 		missingOK: "cmd/cvm-agent does not exist yet: the guest agent arrives with the launch issue; this rule applies as soon as it does",
-		forbidden: append([]string{
-			mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim",
+		forbidden: slices.Concat(verifiers, brokerSide, testOnly, []string{
 			mod + "attestation/attestcmd", mod + "vmm", mod + "vmm/", mod + "launcher", mod + "launcher/",
-			// The broker itself and its server-side parts; the guest links
-			// only the protocol pieces it shares (kbs/seal, the client).
-			mod + "kbs", mod + "kbs/store", mod + "kbs/store/", mod + "kbs/audit", mod + "kbs/resources",
-			mod + "kbs/challenge", mod + "kbs/token", mod + "kbs/pki", mod + "kbs/config",
-			mod + "policy", mod + "policy/",
 			"github.com/google/go-sev-guest/verify", "github.com/google/go-tdx-guest/verify",
-		}, testOnly...),
+		}),
 	},
 	{
 		// The guest side of the broker protocol: the agent will link it.
-		pkg: "./kbs/client",
-		forbidden: append([]string{
-			mod + "attestation/sevsnp", mod + "attestation/tdx", mod + "attestation/tpm", mod + "attestation/sim",
-			mod + "kbs", mod + "kbs/store", mod + "kbs/audit", mod + "kbs/resources", mod + "kbs/challenge",
-			mod + "kbs/token", mod + "kbs/pki", mod + "kbs/config", mod + "policy",
-		}, testOnly...),
+		pkg:       "./kbs/client",
+		forbidden: slices.Concat(verifiers, brokerSide, testOnly),
 	},
 	{
 		pkg:       "./cmd/cvm",

@@ -15,6 +15,16 @@ var teeToProto = map[TEE]attestationv1.Tee{
 	TEESim:    attestationv1.Tee_TEE_SIM,
 }
 
+// TEEToProto converts a TEE to its protobuf enum; unknown kinds fail with
+// ErrUnsupported.
+func TEEToProto(t TEE) (attestationv1.Tee, error) {
+	v, ok := teeToProto[t]
+	if !ok {
+		return attestationv1.Tee_TEE_UNSPECIFIED, Errorf(t, "tee", ErrUnsupported, "unknown TEE %q", string(t))
+	}
+	return v, nil
+}
+
 // TEEFromProto converts a protobuf Tee. TEE_UNSPECIFIED and unknown values
 // fail with ErrUnsupported.
 func TEEFromProto(t attestationv1.Tee) (TEE, error) {
@@ -70,9 +80,9 @@ func EvidenceFromProto(m *attestationv1.Evidence) (*Evidence, error) {
 
 // EvidenceToProto converts evidence to its wire form.
 func EvidenceToProto(ev *Evidence) (*attestationv1.Evidence, error) {
-	t, ok := teeToProto[ev.TEE]
-	if !ok {
-		return nil, Errorf(ev.TEE, "tee", ErrUnsupported, "unknown TEE %q", string(ev.TEE))
+	t, err := TEEToProto(ev.TEE)
+	if err != nil {
+		return nil, err
 	}
 	m := &attestationv1.Evidence{
 		Tee:          t,

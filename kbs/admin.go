@@ -13,7 +13,6 @@ import (
 	"github.com/greatjail/cvm/kbs/resources"
 	"github.com/greatjail/cvm/kbs/store"
 	"github.com/greatjail/cvm/policy"
-	attestationv1 "github.com/greatjail/cvm/proto/cvm/attestation/v1"
 	kbsv1 "github.com/greatjail/cvm/proto/cvm/kbs/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -309,7 +308,7 @@ func (a *adminServer) ImportReferenceValues(ctx context.Context, req *kbsv1.Impo
 // addRefValues validates and stores values with fresh IDs, atomically with
 // their audit record.
 func (a *adminServer) addRefValues(ctx context.Context, c *caller, rvs []policy.ReferenceValue) ([]policy.ReferenceValue, error) {
-	if _, err := policy.ParseReference(mustJSON(policy.Reference{Values: rvs})); err != nil {
+	if err := (&policy.Reference{Values: rvs}).Validate(); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	err := a.s.opts.Store.Update(ctx, func(tx store.Tx) error {
@@ -387,13 +386,10 @@ func (a *adminServer) SetRequirements(ctx context.Context, req *kbsv1.SetRequire
 	if err != nil {
 		return nil, err
 	}
-	var r policy.Requirements
-	doc := []byte(`{"requirements":[` + string(req.GetRequirementsJson()) + `]}`)
-	ref, err := policy.ParseReference(doc)
-	if err != nil || len(ref.Requirements) != 1 {
-		return nil, status.Errorf(codes.InvalidArgument, "requirements: %v", err)
+	r, err := policy.ParseRequirements(req.GetRequirementsJson())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	r = ref.Requirements[0]
 	err = a.s.opts.Store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.Put(bucketRequirements, string(r.TEE), mustJSON(r)); err != nil {
 			return err
@@ -430,11 +426,7 @@ func refValueFromProto(m *kbsv1.ReferenceValue) (policy.ReferenceValue, error) {
 }
 
 func refValueProto(rv policy.ReferenceValue) *kbsv1.ReferenceValue {
-	m, _ := attestation.EvidenceToProto(&attestation.Evidence{TEE: rv.TEE})
-	var tee attestationv1.Tee
-	if m != nil {
-		tee = m.GetTee()
-	}
+	tee, _ := attestation.TEEToProto(rv.TEE) // stored values were validated; unknown → unspecified
 	return &kbsv1.ReferenceValue{Id: rv.ID, Tee: tee, Kind: rv.Kind, Value: rv.Value, Note: rv.Note}
 }
 

@@ -62,7 +62,7 @@ func (s *Server) Attest(ctx context.Context, req *kbsv1.AttestRequest) (*kbsv1.A
 		if errors.As(err, &d) {
 			rec.Kind = "deny"
 			s.opts.Metrics.denied(d.metric)
-			_ = s.deny(ctx, rec, d.reason)
+			s.deny(ctx, rec, d.reason)
 			return nil, statusDenied
 		}
 		s.log.ErrorContext(ctx, "attest failed", "err", err)
@@ -155,7 +155,7 @@ func (s *Server) GetResource(ctx context.Context, req *kbsv1.GetResourceRequest)
 		if errors.As(err, &d) {
 			rec.Kind = "deny"
 			s.opts.Metrics.denied(d.metric)
-			_ = s.deny(ctx, rec, d.reason)
+			s.deny(ctx, rec, d.reason)
 			return nil, statusDenied
 		}
 		s.log.ErrorContext(ctx, "release failed", "err", err)

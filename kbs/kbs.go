@@ -17,7 +17,6 @@ package kbs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -106,11 +105,9 @@ func (s *Server) Register(g *grpc.Server) {
 	kbsv1.RegisterAuditServer(g, &auditServer{s: s})
 }
 
-// errDenied is the only thing a guest learns about a denial.
-var errDenied = errors.New("kbs: denied")
-
-// deny records a denial with its reasons and returns the generic error.
-func (s *Server) deny(ctx context.Context, rec audit.Record, reasons ...string) error {
+// deny records a denial with its reasons in the audit log and the
+// operator's log; the guest learns only statusDenied.
+func (s *Server) deny(ctx context.Context, rec audit.Record, reasons ...string) {
 	rec.Outcome = "denied"
 	rec.Reasons = append(rec.Reasons, reasons...)
 	if rec.Kind == "" {
@@ -120,5 +117,4 @@ func (s *Server) deny(ctx context.Context, rec audit.Record, reasons ...string) 
 		s.log.ErrorContext(ctx, "audit append failed", "err", err)
 	}
 	s.log.InfoContext(ctx, "denied", "action", rec.Action, "actor", rec.Actor, "reasons", rec.Reasons)
-	return errDenied
 }

@@ -23,28 +23,50 @@ import (
 // and every value and requirement must pass Validate. Errors wrap
 // ErrInvalidReference.
 func ParseReference(b []byte) (*Reference, error) {
-	if len(b) > MaxReferenceSize {
-		return nil, fmt.Errorf("policy: reference: %w: %d bytes, limit %d", ErrInvalidReference, len(b), MaxReferenceSize)
-	}
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil, fmt.Errorf("policy: reference: %w: not a JSON object", ErrInvalidReference)
-	}
-	if err := checkDuplicateKeys(b); err != nil {
-		return nil, fmt.Errorf("policy: reference: %w: %w", ErrInvalidReference, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var ref Reference
-	if err := dec.Decode(&ref); err != nil {
-		return nil, fmt.Errorf("policy: reference: %w: %w", ErrInvalidReference, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("policy: reference: %w: data after the JSON object", ErrInvalidReference)
+	if err := decodeStrict("reference", b, &ref); err != nil {
+		return nil, err
 	}
 	if err := ref.Validate(); err != nil {
 		return nil, err
 	}
 	return &ref, nil
+}
+
+// ParseRequirements parses one TEE's Requirements (the JSON form of the
+// type) as strictly as ParseReference and validates it.
+func ParseRequirements(b []byte) (*Requirements, error) {
+	var r Requirements
+	if err := decodeStrict("requirements", b, &r); err != nil {
+		return nil, err
+	}
+	if err := (&Reference{Requirements: []Requirements{r}}).Validate(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// decodeStrict decodes exactly one JSON object into v: size limit, no
+// duplicate or unknown members, nothing after it.
+func decodeStrict(what string, b []byte, v any) error {
+	if len(b) > MaxReferenceSize {
+		return fmt.Errorf("policy: %s: %w: %d bytes, limit %d", what, ErrInvalidReference, len(b), MaxReferenceSize)
+	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("policy: %s: %w: not a JSON object", what, ErrInvalidReference)
+	}
+	if err := checkDuplicateKeys(b); err != nil {
+		return fmt.Errorf("policy: %s: %w: %w", what, ErrInvalidReference, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("policy: %s: %w: %w", what, ErrInvalidReference, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("policy: %s: %w: data after the JSON object", what, ErrInvalidReference)
+	}
+	return nil
 }
 
 // checkDuplicateKeys rejects a JSON document in which an object repeats a

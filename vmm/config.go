@@ -49,35 +49,43 @@ func invalid(format string, a ...any) error {
 // with the requested access, and the vsock socket's directory exists.
 // Errors wrap ErrInvalidConfig and, where there is one, the cause.
 func Validate(cfg Config) error {
+	_, _, err := validate(cfg)
+	return err
+}
+
+// validate is Validate returning the launch plan and device windows it
+// built on the way, so Run lays out the guest once.
+func validate(cfg Config) (*plan.Plan, []Window, error) {
 	if len(cfg.Kernel) == 0 {
-		return invalid("no kernel image")
+		return nil, nil, invalid("no kernel image")
 	}
 	if _, err := loader.Parse(cfg.Kernel); err != nil {
-		return fmt.Errorf("%w: kernel: %w", ErrInvalidConfig, err)
+		return nil, nil, fmt.Errorf("%w: kernel: %w", ErrInvalidConfig, err)
 	}
 	if cfg.VCPUs < 1 || cfg.VCPUs > acpi.MaxVCPUs {
-		return invalid("%d vCPUs: must be 1..%d", cfg.VCPUs, acpi.MaxVCPUs)
+		return nil, nil, invalid("%d vCPUs: must be 1..%d", cfg.VCPUs, acpi.MaxVCPUs)
 	}
 	if cfg.MemorySize == 0 || cfg.MemorySize%plan.PageSize != 0 {
-		return invalid("memory size %d: must be a positive multiple of %d bytes", cfg.MemorySize, plan.PageSize)
+		return nil, nil, invalid("memory size %d: must be a positive multiple of %d bytes", cfg.MemorySize, plan.PageSize)
 	}
 	if cfg.MemorySize > MaxMemorySize {
-		return invalid("memory size %s: at most %s", FormatSize(cfg.MemorySize), FormatSize(MaxMemorySize))
+		return nil, nil, invalid("memory size %s: at most %s", FormatSize(cfg.MemorySize), FormatSize(MaxMemorySize))
 	}
 	if n := deviceCount(cfg); n > maxDevices {
-		return invalid("%d virtio devices: at most %d", n, maxDevices)
+		return nil, nil, invalid("%d virtio devices: at most %d", n, maxDevices)
 	}
-	if _, _, err := buildPlan(cfg); err != nil {
+	p, wins, err := buildPlan(cfg)
+	if err != nil {
 		if errors.Is(err, loader.ErrTooSmall) {
-			return fmt.Errorf("%w: guest memory of %s is too small for the kernel (%d bytes) and initrd (%d bytes): %w",
+			return nil, nil, fmt.Errorf("%w: guest memory of %s is too small for the kernel (%d bytes) and initrd (%d bytes): %w",
 				ErrInvalidConfig, FormatSize(cfg.MemorySize), len(cfg.Kernel), len(cfg.Initrd), err)
 		}
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	for _, d := range cfg.Disks {
 		f, err := openDisk(d)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
 		f.Close()
 	}
@@ -85,13 +93,13 @@ func Validate(cfg Config) error {
 		dir := filepath.Dir(cfg.VsockUDS)
 		fi, err := os.Stat(dir)
 		if err != nil {
-			return fmt.Errorf("%w: vsock socket %s: directory: %w", ErrInvalidConfig, cfg.VsockUDS, err)
+			return nil, nil, fmt.Errorf("%w: vsock socket %s: directory: %w", ErrInvalidConfig, cfg.VsockUDS, err)
 		}
 		if !fi.IsDir() {
-			return invalid("vsock socket %s: %s is not a directory", cfg.VsockUDS, dir)
+			return nil, nil, invalid("vsock socket %s: %s is not a directory", cfg.VsockUDS, dir)
 		}
 	}
-	return nil
+	return p, wins, nil
 }
 
 // openDisk opens a disk image with the access its flag asks for and checks

@@ -44,10 +44,7 @@ func (s *stopper) stop(reason string, err error) {
 // ReasonCanceled and the error wraps ctx.Err(). Every resource Run
 // acquires is released before it returns, except as Result.Leaked says.
 func Run(ctx context.Context, cfg Config) (res *Result, err error) {
-	if err := Validate(cfg); err != nil {
-		return nil, err
-	}
-	p, wins, err := buildPlan(cfg)
+	p, wins, err := validate(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -69,28 +69,6 @@ func TestHexInto(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "out.bin")
-	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFileAtomic(p, []byte("new"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "new" {
-		t.Errorf("content = %q, want %q", b, "new")
-	}
-	// A failed write leaves the old file and no temporary behind.
-	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), []byte("y"), 0o644); err == nil {
-		t.Error("write into a missing directory succeeded")
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Errorf("directory holds %d entries, want only out.bin", len(ents))
-	}
-}
-
 func TestVerifyUsage(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	report := filepath.Join(t.TempDir(), "r.bin")

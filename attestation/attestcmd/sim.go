@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func SimReport(opts SimReportOptions) error {
 	if err != nil {
 		return fmt.Errorf("sim report: %w", err)
 	}
-	return WriteFileAtomic(opts.Out, r, 0o644)
+	return atomicfile.Write(opts.Out, r, 0o644)
 }
 
 // SimCerts writes the authority's VCEK certificate (PEM) to out.
@@ -80,7 +79,7 @@ func SimCerts(dir, out string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --dir: %w", ErrUsage, err)
 	}
-	return WriteFileAtomic(out, pemCert(a.VCEK()), 0o644)
+	return atomicfile.Write(out, pemCert(a.VCEK()), 0o644)
 }
 
 // SeedCache writes the certificates that verify report into the SEV-SNP
@@ -126,10 +125,4 @@ func hexInto(dst []byte, flag, s string, exact bool) error {
 	}
 	copy(dst, b)
 	return nil
-}
-
-// WriteFileAtomic writes b to path through a temporary file in the same
-// directory and a rename, so a failure never leaves a partial file.
-func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
-	return atomicfile.Write(path, b, mode)
 }

@@ -57,11 +57,11 @@ func (c *Client) Fetch(ctx context.Context, name string) ([]byte, error) {
 		return nil, errors.New("kbs client: Conn, Provider and Rand are required")
 	}
 	broker := kbsv1.NewBrokerClient(c.Conn)
-	ev, _ := attestation.EvidenceToProto(&attestation.Evidence{TEE: c.Provider.TEE()})
-	if ev == nil {
-		return nil, fmt.Errorf("kbs client: unknown TEE %q", c.Provider.TEE())
+	tee, err := attestation.TEEToProto(c.Provider.TEE())
+	if err != nil {
+		return nil, fmt.Errorf("kbs client: %w", err)
 	}
-	ch, err := broker.GetChallenge(ctx, &kbsv1.GetChallengeRequest{Tee: ev.GetTee()})
+	ch, err := broker.GetChallenge(ctx, &kbsv1.GetChallengeRequest{Tee: tee})
 	if err != nil {
 		return nil, rpcError("challenge", err)
 	}

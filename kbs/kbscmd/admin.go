@@ -14,6 +14,8 @@ import (
 	attestationv1 "github.com/greatjail/cvm/proto/cvm/attestation/v1"
 	kbsv1 "github.com/greatjail/cvm/proto/cvm/kbs/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Admin runs operator commands against one broker.
@@ -122,8 +124,11 @@ func (a *Admin) RefValueAdd(ctx context.Context, tee, measurement, note string) 
 	if err != nil || len(v) != 48 {
 		return fmt.Errorf("%w: --measurement: want 96 hex digits (48 bytes)", ErrUsage)
 	}
-	ev, _ := attestation.EvidenceToProto(&attestation.Evidence{TEE: t})
-	rv, err := a.admin().AddReferenceValue(ctx, &kbsv1.AddReferenceValueRequest{Value: &kbsv1.ReferenceValue{Tee: ev.GetTee(), Kind: "measurement", Value: v, Note: note}})
+	pt, err := attestation.TEEToProto(t)
+	if err != nil {
+		return fmt.Errorf("%w: --tee: %w", ErrUsage, err)
+	}
+	rv, err := a.admin().AddReferenceValue(ctx, &kbsv1.AddReferenceValueRequest{Value: &kbsv1.ReferenceValue{Tee: pt, Kind: "measurement", Value: v, Note: note}})
 	if err != nil {
 		return rpcError("refvalue add", err)
 	}
@@ -243,7 +248,7 @@ var ErrTampered = fmt.Errorf("audit log tampered")
 func (a *Admin) AuditVerify(ctx context.Context) error {
 	res, err := kbsv1.NewAuditClient(a.Conn).Verify(ctx, &kbsv1.VerifyRequest{})
 	if err != nil {
-		if s, ok := statusOf(err); ok && s == "DataLoss" {
+		if status.Code(err) == codes.DataLoss {
 			return fmt.Errorf("%w: %v", ErrTampered, err)
 		}
 		return rpcError("audit verify", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -63,9 +64,9 @@ func Fetch(ctx context.Context, o FetchOptions) error {
 	default:
 		return fmt.Errorf("%w: --tee must be sim, snp or tdx", ErrUsage)
 	}
-	host := o.Addr
-	if i := strings.LastIndex(host, ":"); i > 0 {
-		host = strings.Trim(host[:i], "[]")
+	host, _, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return fmt.Errorf("%w: --addr: want HOST:PORT: %w", ErrUsage, err)
 	}
 	tc, err := pki.ClientTLS(caPEM, nil, nil, host)
 	if err != nil {
