@@ -57,27 +57,37 @@ fuzz:
 		done; \
 	done
 
-PROTOS := $(shell find proto -name '*.proto')
+# gRPC services (the key broker) and ttrpc services (the guest agent, which
+# containerd's ttrpc also carries) get different service generators.
+GRPC_PROTOS  := $(shell find proto -name '*.proto' -not -path 'proto/cvm/agent/*')
+TTRPC_PROTOS := $(shell find proto/cvm/agent -name '*.proto')
+PROTOC_PLUGINS = --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
+	--plugin=protoc-gen-go-ttrpc=$(BIN)/protoc-gen-go-ttrpc
+# protogen OUTDIR: generate every proto into OUTDIR
+define protogen
+	protoc $(PROTOC_PLUGINS) -I proto -I /usr/include \
+		--go_out=$(1) --go_opt=module=github.com/greatjail/cvm \
+		--go-grpc_out=$(1) --go-grpc_opt=module=github.com/greatjail/cvm $(GRPC_PROTOS) && \
+	protoc $(PROTOC_PLUGINS) -I proto -I /usr/include \
+		--go_out=$(1) --go_opt=module=github.com/greatjail/cvm \
+		--go-ttrpc_out=$(1) --go-ttrpc_opt=module=github.com/greatjail/cvm $(TTRPC_PROTOS)
+endef
 
-## proto: regenerate the committed Go code from proto/
-proto: deps
+.PHONY: proto-tools
+proto-tools:
 	@mkdir -p $(BIN)
 	@$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	@$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
-		-I proto -I /usr/include \
-		--go_out=. --go_opt=module=github.com/greatjail/cvm \
-		--go-grpc_out=. --go-grpc_opt=module=github.com/greatjail/cvm $(PROTOS)
+	@$(GO) build -o $(BIN)/protoc-gen-go-ttrpc github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
+
+## proto: regenerate the committed Go code from proto/
+proto: deps proto-tools
+	$(call protogen,.)
 
 ## proto-check: fail if the committed generated code differs from a fresh generation
-proto-check: deps
-	@mkdir -p $(BIN); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go && \
-	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc && \
-	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
-		-I proto -I /usr/include \
-		--go_out=$$tmp --go_opt=module=github.com/greatjail/cvm \
-		--go-grpc_out=$$tmp --go-grpc_opt=module=github.com/greatjail/cvm $(PROTOS) && \
+proto-check: deps proto-tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(call protogen,$$tmp) && \
 	for f in $$(cd $$tmp && find . -name '*.pb.go'); do \
 		cmp -s $$tmp/$$f $$f || { echo "proto-check: $$f is stale: run 'make proto' and commit"; exit 1; }; \
 	done; \

@@ -53,9 +53,45 @@ func Validate(cfg Config) error {
 	return err
 }
 
+// Plan returns the launch plan Run executes for cfg: the value the
+// measurement code hashes (attestation/snpmeasure.PlanDigest). Disk paths
+// and the vsock socket are not part of the plan, only how many devices
+// there are, so Plan does not open them; everything else is checked as
+// Validate checks it.
+func Plan(cfg Config) (*plan.Plan, error) {
+	p, _, err := planFor(cfg)
+	return p, err
+}
+
 // validate is Validate returning the launch plan and device windows it
 // built on the way, so Run lays out the guest once.
 func validate(cfg Config) (*plan.Plan, []Window, error) {
+	p, wins, err := planFor(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range cfg.Disks {
+		f, err := openDisk(d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		f.Close()
+	}
+	if cfg.VsockUDS != "" {
+		dir := filepath.Dir(cfg.VsockUDS)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: vsock socket %s: directory: %w", ErrInvalidConfig, cfg.VsockUDS, err)
+		}
+		if !fi.IsDir() {
+			return nil, nil, invalid("vsock socket %s: %s is not a directory", cfg.VsockUDS, dir)
+		}
+	}
+	return p, wins, nil
+}
+
+// planFor checks the parts of cfg that shape the guest and lays it out.
+func planFor(cfg Config) (*plan.Plan, []Window, error) {
 	if len(cfg.Kernel) == 0 {
 		return nil, nil, invalid("no kernel image")
 	}
@@ -81,23 +117,6 @@ func validate(cfg Config) (*plan.Plan, []Window, error) {
 				ErrInvalidConfig, FormatSize(cfg.MemorySize), len(cfg.Kernel), len(cfg.Initrd), err)
 		}
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	for _, d := range cfg.Disks {
-		f, err := openDisk(d)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		f.Close()
-	}
-	if cfg.VsockUDS != "" {
-		dir := filepath.Dir(cfg.VsockUDS)
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: vsock socket %s: directory: %w", ErrInvalidConfig, cfg.VsockUDS, err)
-		}
-		if !fi.IsDir() {
-			return nil, nil, invalid("vsock socket %s: %s is not a directory", cfg.VsockUDS, dir)
-		}
 	}
 	return p, wins, nil
 }
