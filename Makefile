@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 FUZZMINIMIZE ?= 5s
 BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
-APT_PACKAGES := protobuf-compiler acpica-tools
+APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs cpio xz-utils
 
 .PHONY: all build test test-inputs bench fuzz proto proto-check lint demo deps clean
 
@@ -34,7 +34,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## test-inputs: fetch the large public test inputs (Debian OVMF, kernel) into .cache/inputs, checked by SHA-256
+## test-inputs: fetch the large public test inputs (Debian OVMF; the Debian 12 and 13 cloud kernels and their module trees) into .cache/inputs, checked by SHA-256
 test-inputs:
 	@scripts/fetch-test-inputs.sh
 
