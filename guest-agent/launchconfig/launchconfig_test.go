@@ -133,7 +133,7 @@ func TestValidateTEEs(t *testing.T) {
 }
 
 func TestModules(t *testing.T) {
-	base := []string{"virtio_blk", "dm_mod", "dm_crypt", "xts", "virtio_mmio", "vsock",
+	base := []string{"virtio_blk", "dm_mod", "dm_crypt", "xts", "ecb", "virtio_mmio", "vsock",
 		"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "virtio_rng", "virtio_console"}
 	optional := []string{"aesni_intel", "configfs", "tsm"}
 	tests := []struct {

@@ -19,7 +19,9 @@ const MaxModules = 256
 // measurement does not depend on the engine.
 func Modules(tee attestation.TEE) (required, optional []string) {
 	required = []string{
-		"virtio_blk", "dm_mod", "dm_crypt", "xts", "virtio_mmio", "vsock",
+		// dm-crypt's aes-xts-plain64 is xts over ecb(aes): ecb is a module
+		// in Debian 12's kernel, built into Debian 13's.
+		"virtio_blk", "dm_mod", "dm_crypt", "xts", "ecb", "virtio_mmio", "vsock",
 		"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "virtio_rng",
 		// The qemu engine's link is a virtio-serial port: built into
 		// Debian 13's kernel, a module in Debian 12's.
