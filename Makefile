@@ -101,8 +101,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## demo: verify a recorded real SEV-SNP report, a simulated-TEE round trip, a key broker release
-demo: deps build
+## demo: a key broker on loopback, an encrypted disk, a measured launch under the simulated TEE, the program's output and the broker's decision
+demo: deps build test-inputs
 	@scripts/demo.sh $(BIN)/cvm $(BIN)/cvm-kbs
 
 clean:

@@ -75,7 +75,7 @@ and provides a simulated TEE for development and CI.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newVersion(), newAttest(), newKBS(), newMeasure(), newVM())
+	root.AddCommand(newVersion(), newAttest(), newKBS(), newMeasure(), newVM(), newLaunch(), newImage())
 	return root
 }
 

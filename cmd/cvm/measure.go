@@ -20,15 +20,7 @@ broker ('cvm kbs refvalue import' takes the --json output).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRun,
 	}
-	print := func(c *cobra.Command, m *attestcmd.Measurement, asJSON bool) error {
-		if !asJSON {
-			fmt.Fprintln(c.OutOrStdout(), m.Digest())
-			return nil
-		}
-		enc := json.NewEncoder(c.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(m)
-	}
+	print := printMeasurement
 	fail := func(err error) error {
 		if errors.Is(err, attestcmd.ErrUsage) {
 			return usageError{err}
@@ -92,6 +84,18 @@ metadata does not describe them are refused.`,
 	}
 	tdx.Flags().StringVar(&tdxFirmware, "firmware", "", "TDVF/OVMF image")
 	tdx.Flags().BoolVar(&tdxJSON, "json", false, "print a reference-value document")
-	c.AddCommand(snp, tdx)
+	c.AddCommand(snp, tdx, newMeasureLaunch())
 	return c
+}
+
+// printMeasurement prints m's digest, or with asJSON the reference-value
+// document 'cvm kbs refvalue import' takes.
+func printMeasurement(c *cobra.Command, m *attestcmd.Measurement, asJSON bool) error {
+	if !asJSON {
+		fmt.Fprintln(c.OutOrStdout(), m.Digest())
+		return nil
+	}
+	enc := json.NewEncoder(c.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(m)
 }

@@ -64,3 +64,20 @@ func TestRunMeasure(t *testing.T) {
 		t.Errorf("output lacks the tdxmeasure row with ratio 0.750:\n%s", out.String())
 	}
 }
+
+func TestRunLaunch(t *testing.T) {
+	in := "pkg: github.com/greatjail/cvm/launcher\nBenchmarkLaunch/engine=qemu-2 1 9000000000 ns/op 120 build-ms 6000 boot-ms 300 attest-ms 200 unlock-ms 7500 first-output-ms\n"
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "qemu ") {
+			row = l
+		}
+	}
+	if diff := cmp.Diff([]string{"qemu", "120", "6000", "300", "200", "7500", "9000", "80.0"}, strings.Fields(row)); diff != "" {
+		t.Errorf("launch row (-want +got):\n%s\n%s", diff, out.String())
+	}
+}

@@ -1,0 +1,179 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/greatjail/cvm/vmm"
+)
+
+// AgentVsockPort is the guest vsock port the agent listens on.
+const AgentVsockPort = 1024
+
+// Builtin is the builtin engine: vmm.Run in this process on /dev/kvm. The
+// guest gets the same devices as the measured plan (one disk, entropy,
+// vsock), so a builtin launch is the plan the measurement was computed from.
+type Builtin struct {
+	// KVMPath overrides vmm.DefaultKVMPath (tests).
+	KVMPath string
+}
+
+// Name returns "builtin".
+func (Builtin) Name() string { return "builtin" }
+
+// Accel returns "kvm".
+func (Builtin) Accel() string { return "kvm" }
+
+// Config returns the vmm.Config the builtin engine runs for m, reading the
+// kernel and initramfs. Console is left nil.
+func (b Builtin) Config(m Machine) (vmm.Config, error) {
+	kernel, err := os.ReadFile(m.Kernel)
+	if err != nil {
+		return vmm.Config{}, fmt.Errorf("builtin engine: kernel: %w", err)
+	}
+	initrd, err := os.ReadFile(m.Initrd)
+	if err != nil {
+		return vmm.Config{}, fmt.Errorf("builtin engine: initramfs: %w", err)
+	}
+	return vmm.Config{
+		Kernel: kernel, Initrd: initrd, Cmdline: m.Cmdline,
+		MemorySize: m.Memory, VCPUs: m.VCPUs,
+		Disks:    []vmm.Disk{{Path: m.Disk}},
+		VsockUDS: m.LinkSocket, RNG: true,
+		KVMPath: b.KVMPath,
+	}, nil
+}
+
+// Start validates the configuration and runs the VM on a goroutine.
+func (b Builtin) Start(ctx context.Context, m Machine) (Handle, error) {
+	cfg, err := b.Config(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := vmm.Validate(cfg); err != nil {
+		return nil, fmt.Errorf("builtin engine: %w", err)
+	}
+	console, err := os.OpenFile(m.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("builtin engine: console log: %w", err)
+	}
+	cfg.Console = console
+	// The VM lives until Kill or its own power-off, not until ctx ends:
+	// the caller shuts it down gracefully first.
+	vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h := &builtinHandle{uds: m.LinkSocket, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		defer close(h.exited)
+		defer console.Close()
+		res, err := vmm.Run(vctx, cfg)
+		switch {
+		case err != nil && errors.Is(err, context.Canceled):
+			h.err = errors.New("builtin engine: the VM was stopped")
+		case err != nil:
+			h.err = fmt.Errorf("builtin engine: %w", err)
+		case res != nil && res.Reason != vmm.ReasonPowerOff:
+			h.err = fmt.Errorf("builtin engine: the guest stopped with %s", res.Reason)
+		}
+	}()
+	return h, nil
+}
+
+// builtinHandle is a VM running on a goroutine. err is written once before
+// exited closes.
+type builtinHandle struct {
+	uds    string
+	cancel context.CancelFunc
+	exited chan struct{}
+	err    error
+	kill   sync.Once
+}
+
+// linkRetry is how often Link retries a vsock connection the guest has not
+// accepted yet (the agent listens only once it has booted).
+const linkRetry = 50 * time.Millisecond
+
+func (h *builtinHandle) Link(ctx context.Context) (io.ReadWriteCloser, error) {
+	for {
+		c, err := DialVsock(ctx, h.uds, AgentVsockPort)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-h.exited:
+			return nil, fmt.Errorf("%w: %v", ErrStopped, h.err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
+		case <-time.After(linkRetry):
+		}
+	}
+}
+
+// DialVsock connects to guest vsock port through a Firecracker-style hybrid
+// vsock Unix socket: it sends "CONNECT <port>\n" and expects "OK <n>\n".
+// An error means nobody listens on the port yet (the device closes the
+// connection) or the socket is not there.
+func DialVsock(ctx context.Context, uds string, port uint32) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", uds)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	} else {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+	}
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("vsock %s: CONNECT: %w", uds, err)
+	}
+	// Read the reply one byte at a time: nothing after the newline may be
+	// consumed, it belongs to the stream.
+	line, err := readLine(c, 64)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("vsock %s: port %d: %w", uds, port, err)
+	}
+	if !strings.HasPrefix(line, "OK ") {
+		c.Close()
+		return nil, fmt.Errorf("vsock %s: port %d: unexpected reply %q", uds, port, line)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// readLine reads up to max bytes through the first newline, without
+// buffering beyond it.
+func readLine(r io.Reader, max int) (string, error) {
+	var b strings.Builder
+	var one [1]byte
+	for b.Len() < max {
+		if _, err := io.ReadFull(r, one[:]); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+			return "", err
+		}
+		if one[0] == '\n' {
+			return b.String(), nil
+		}
+		b.WriteByte(one[0])
+	}
+	return "", fmt.Errorf("reply longer than %d bytes", max)
+}
+
+func (h *builtinHandle) Wait() error {
+	<-h.exited
+	return h.err
+}
+
+func (h *builtinHandle) Exited() <-chan struct{} { return h.exited }
+
+func (h *builtinHandle) Kill() { h.kill.Do(h.cancel) }

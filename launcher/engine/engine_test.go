@@ -1,0 +1,299 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestMain doubles as a fake qemu-system-x86_64 when CVM_FAKE_QEMU is set:
+// it connects to the link socket named on its command line and behaves as
+// the mode says.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("CVM_FAKE_QEMU"); mode != "" {
+		os.Exit(fakeQEMU(mode, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeQEMU(mode string, args []string) int {
+	if mode == "fail" {
+		fmt.Fprintln(os.Stderr, "qemu-system-x86_64: -accel kvm: no KVM")
+		return 1
+	}
+	var sock string
+	for _, a := range args {
+		if p, ok := strings.CutPrefix(a, "socket,id=link,path="); ok {
+			sock = strings.ReplaceAll(p, ",,", ",")
+		}
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake qemu:", err)
+		return 1
+	}
+	switch mode {
+	case "echo":
+		// Echo one line, then power off when the host closes.
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "guest: "+line)
+		io.Copy(io.Discard, c)
+		return 0
+	case "hang":
+		select {}
+	}
+	return 2
+}
+
+func TestSelect(t *testing.T) {
+	noKVM := func() error { return errors.New("open /dev/kvm: no such file or directory") }
+	kvm := func() error { return nil }
+	for _, tc := range []struct {
+		name  string
+		probe func() error
+		want  string // engine/accel, or "error"
+	}{
+		{"auto", noKVM, "qemu/tcg"},
+		{"", noKVM, "qemu/tcg"},
+		{"auto", kvm, "builtin/kvm"},
+		{"qemu", noKVM, "qemu/tcg"},
+		{"qemu", kvm, "qemu/kvm"},
+		{"builtin", kvm, "builtin/kvm"},
+		{"builtin", noKVM, "error"},
+		{"firecracker", kvm, "error"},
+	} {
+		c, err := Select(tc.name, tc.probe)
+		got := "error"
+		if err == nil {
+			got = c.Engine.Name() + "/" + c.Engine.Accel()
+			if c.Why == "" {
+				t.Errorf("Select(%q) gave no reason", tc.name)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("Select(%q) = %s (%v), want %s", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestQEMUArgs(t *testing.T) {
+	m := Machine{Kernel: "/k/vmlinuz", Initrd: "/s/initrd", Cmdline: "console=ttyS0 panic=-1 quiet",
+		VCPUs: 2, Memory: 1 << 30, Disk: "/d/a,b.img", LinkSocket: "/s/link.sock", ConsoleLog: "/s/console.log"}
+	for _, tc := range []struct {
+		kvm  bool
+		want [][]string // consecutive pairs that must appear
+	}{
+		{false, [][]string{{"-accel", "tcg"}, {"-cpu", "max"}}},
+		{true, [][]string{{"-accel", "kvm"}, {"-cpu", "host"}}},
+	} {
+		args := (&QEMU{KVM: tc.kvm}).Args(m)
+		want := append(tc.want,
+			[]string{"-m", "1024M"}, []string{"-smp", "2"}, []string{"-kernel", "/k/vmlinuz"},
+			[]string{"-initrd", "/s/initrd"}, []string{"-append", "console=ttyS0 panic=-1 quiet"},
+			[]string{"-chardev", "file,id=console,path=/s/console.log"},
+			[]string{"-drive", "file=/d/a,,b.img,if=none,id=disk0,format=raw,cache=none,aio=threads"},
+			[]string{"-chardev", "socket,id=link,path=/s/link.sock"},
+			[]string{"-device", "virtserialport,chardev=link,name=cvm.link"},
+			[]string{"-nic", "none"})
+		for _, pair := range want {
+			i := slices.Index(args, pair[0])
+			found := false
+			for ; i >= 0 && i+1 < len(args); i++ {
+				if args[i] == pair[0] && args[i+1] == pair[1] {
+					found = true
+					break
+				}
+			}
+			if !found {
+				t.Errorf("kvm=%v: args lack %q:\n%q", tc.kvm, pair, args)
+			}
+		}
+		for _, flag := range []string{"-nodefaults", "-no-reboot", "-no-user-config"} {
+			if !slices.Contains(args, flag) {
+				t.Errorf("kvm=%v: args lack %s", tc.kvm, flag)
+			}
+		}
+	}
+}
+
+func fakeMachine(t *testing.T) Machine {
+	d := t.TempDir()
+	return Machine{Kernel: "k", Initrd: "i", Cmdline: "c", VCPUs: 1, Memory: 64 << 20, Disk: "d",
+		LinkSocket: filepath.Join(d, "link.sock"), ConsoleLog: filepath.Join(d, "console.log"), EngineLog: filepath.Join(d, "engine.log")}
+}
+
+func TestQEMUFake(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q := &QEMU{Binary: os.Args[0]}
+
+	t.Run("link and power off", func(t *testing.T) {
+		t.Setenv("CVM_FAKE_QEMU", "echo")
+		h, err := q.Start(ctx, fakeMachine(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := h.Link(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "hello\n")
+		got, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff("guest: hello\n", got); diff != "" {
+			t.Errorf("echo (-want +got):\n%s", diff)
+		}
+		c.Close()
+		if err := h.Wait(); err != nil {
+			t.Errorf("Wait = %v, want nil (powered off)", err)
+		}
+	})
+	t.Run("exits before the link", func(t *testing.T) {
+		t.Setenv("CVM_FAKE_QEMU", "fail")
+		m := fakeMachine(t)
+		h, err := q.Start(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.Link(ctx)
+		if !errors.Is(err, ErrStopped) || !strings.Contains(err.Error(), m.EngineLog) {
+			t.Errorf("Link = %v, want ErrStopped naming %s", err, m.EngineLog)
+		}
+		if b, _ := os.ReadFile(m.EngineLog); !strings.Contains(string(b), "no KVM") {
+			t.Errorf("engine log = %q, want QEMU's stderr", b)
+		}
+		if h.Wait() == nil {
+			t.Error("Wait = nil for a QEMU that exited 1")
+		}
+	})
+	t.Run("kill", func(t *testing.T) {
+		t.Setenv("CVM_FAKE_QEMU", "hang")
+		h, err := q.Start(ctx, fakeMachine(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Link(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.Kill()
+		h.Kill()
+		if h.Wait() == nil {
+			t.Error("Wait = nil for a killed QEMU")
+		}
+		<-h.Exited()
+	})
+	t.Run("missing binary", func(t *testing.T) {
+		_, err := (&QEMU{Binary: "qemu-system-none"}).Start(ctx, fakeMachine(t))
+		if err == nil || !strings.Contains(err.Error(), "qemu-system-x86") {
+			t.Errorf("Start = %v, want an error naming the qemu-system-x86 package", err)
+		}
+	})
+}
+
+// fakeVsock is a hybrid-vsock socket: it answers CONNECT 1024 with OK once
+// ready is closed, and refuses (closes) before that.
+func fakeVsock(t *testing.T, path string, ready <-chan struct{}) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				line, err := readLine(c, 64)
+				select {
+				case <-ready:
+				default:
+					c.Close()
+					return
+				}
+				if err != nil || line != "CONNECT 1024" {
+					c.Close()
+					return
+				}
+				io.WriteString(c, "OK 1073741824\nfrom guest")
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+}
+
+func TestBuiltinLink(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "v.sock")
+	ready := make(chan struct{})
+	fakeVsock(t, path, ready)
+	h := &builtinHandle{uds: path, exited: make(chan struct{}), cancel: func() {}}
+	time.AfterFunc(200*time.Millisecond, func() { close(ready) })
+	c, err := h.Link(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, len("from guest"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "from guest" {
+		t.Errorf("read %q, %v; want the bytes after the OK line", buf, err)
+	}
+}
+
+func TestBuiltinLinkGuestStopped(t *testing.T) {
+	h := &builtinHandle{uds: filepath.Join(t.TempDir(), "none.sock"), exited: make(chan struct{}), cancel: func() {}}
+	h.err = errors.New("the guest stopped with reboot")
+	close(h.exited)
+	_, err := h.Link(context.Background())
+	if !errors.Is(err, ErrStopped) {
+		t.Errorf("Link = %v, want ErrStopped", err)
+	}
+}
+
+func TestDialVsockBadReply(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			readLine(c, 64)
+			io.WriteString(c, "NOPE\n")
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := DialVsock(ctx, path, 1024); err == nil || !strings.Contains(err.Error(), "NOPE") {
+		t.Errorf("DialVsock = %v, want an error quoting the reply", err)
+	}
+}
+
+func TestProbeKVM(t *testing.T) {
+	if err := probeKVM(filepath.Join(t.TempDir(), "kvm")); err == nil {
+		t.Error("probeKVM(missing) = nil")
+	}
+	// /dev/null opens but is not KVM: the ioctl fails.
+	if err := probeKVM("/dev/null"); err == nil || !strings.Contains(err.Error(), "KVM_GET_API_VERSION") {
+		t.Errorf("probeKVM(/dev/null) = %v, want a KVM_GET_API_VERSION error", err)
+	}
+}

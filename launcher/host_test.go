@@ -1,0 +1,174 @@
+package launcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/greatjail/cvm/guest-agent/link"
+)
+
+// linkPair returns a connected host and guest session.
+func linkPair(t *testing.T) (hostSess, guestSess *link.Session) {
+	t.Helper()
+	a, b := net.Pipe()
+	var g *link.Session
+	var gerr error
+	done := make(chan struct{})
+	go func() { g, gerr = link.Guest(b); close(done) }()
+	h, err := link.Host(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	t.Cleanup(func() { h.Close(); g.Close() })
+	return h, g
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestHostRelay(t *testing.T) {
+	broker, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	go func() {
+		c, err := broker.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(io.LimitReader(c, 5))
+		c.Write(append([]byte("echo:"), b...))
+	}()
+	hs, gs := linkPair(t)
+	h := &host{kbsAddr: broker.Addr().String()}
+	go h.serve(context.Background(), hs)
+	c, err := gs.Open(link.KindKBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hello"))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff("echo:hello", string(got)); diff != "" {
+		t.Errorf("relayed (-want +got):\n%s", diff)
+	}
+}
+
+func TestHostRelayRetries(t *testing.T) {
+	var tries int
+	var pauses []time.Duration
+	h := &host{
+		kbsAddr: "127.0.0.1:1",
+		dial: func(context.Context, string) (net.Conn, error) {
+			tries++
+			return nil, errors.New("connection refused")
+		},
+		sleep: func(_ context.Context, d time.Duration) error { pauses = append(pauses, d); return nil },
+	}
+	_, err := h.dialKBS(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "5 tries") {
+		t.Errorf("dialKBS = %v, want the last dial error after 5 tries", err)
+	}
+	if tries != kbsDialTries {
+		t.Errorf("%d tries, want %d", tries, kbsDialTries)
+	}
+	want := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
+	if diff := cmp.Diff(want, pauses); diff != "" {
+		t.Errorf("pauses (-want +got):\n%s", diff)
+	}
+	// Through the link, a failed dial closes the guest's stream.
+	hs, gs := linkPair(t)
+	go h.serve(context.Background(), hs)
+	c, err := gs.Open(link.KindKBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("read on the stream of an unreachable broker = %d, %v; want it closed", n, err)
+	}
+	if err, reached := h.kbsState(); err == nil || reached {
+		t.Errorf("kbsState = %v, %v after failed dials; want the error, false", err, reached)
+	}
+}
+
+func TestHostPSPAndLog(t *testing.T) {
+	var log syncBuf
+	m := [48]byte{1, 2, 3}
+	var got link.PSPRequest
+	h := &host{agentLog: &log, psp: func(r link.PSPRequest) ([]byte, []byte, error) {
+		got = r
+		return m[:], []byte("certs"), nil
+	}}
+	hs, gs := linkPair(t)
+	go h.serve(context.Background(), hs)
+
+	c, err := gs.Open(link.KindPSP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := link.PSPRequest{ReportData: [64]byte{9}, VMPL: 1}
+	report, certs, err := link.RequestPSP(c, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != req || !bytes.Equal(report, m[:]) || string(certs) != "certs" {
+		t.Errorf("psp: request %+v, report %x, certs %q", got, report, certs)
+	}
+
+	lc, err := gs.Open(link.KindLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(lc, "agent: booted\n")
+	lc.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(log.String(), "agent: booted") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(log.String(), "agent: booted") {
+		t.Errorf("agent log = %q", log.String())
+	}
+
+	// No PSP (tee snp/tdx): refused with a message.
+	h2 := &host{}
+	hs2, gs2 := linkPair(t)
+	go h2.serve(context.Background(), hs2)
+	c2, err := gs2.Open(link.KindPSP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := link.RequestPSP(c2, req); err == nil || !strings.Contains(err.Error(), "no simulated PSP") {
+		t.Errorf("psp without a simulated TEE = %v, want a refusal", err)
+	}
+}
