@@ -41,8 +41,7 @@ var linkRules = []linkRule{
 		// The guest agent runs inside the TEE: it produces evidence but must
 		// not contain verifiers, the broker, the VMM or the launcher, and
 		// never any fake.
-		pkg:       "./cmd/cvm-agent",
-		missingOK: "cmd/cvm-agent does not exist yet: the guest agent arrives with the launch issue; this rule applies as soon as it does",
+		pkg: "./cmd/cvm-agent",
 		forbidden: slices.Concat(verifiers, brokerSide, testOnly, []string{
 			mod + "attestation/attestcmd", mod + "vmm", mod + "vmm/", mod + "launcher", mod + "launcher/",
 			"github.com/google/go-sev-guest/verify", "github.com/google/go-tdx-guest/verify",
@@ -56,6 +55,13 @@ var linkRules = []linkRule{
 	{
 		pkg:       "./cmd/cvm",
 		forbidden: append([]string{mod + "attestation/tpm/tpmtest", mod + "kbs/store/storetest"}, testOnly...),
+	},
+	{
+		// The shim containerd runs: never a test fixture (the host-side
+		// sandbox of shimtest, the VM test shims, the containerd harness).
+		pkg: "./cmd/containerd-shim-cvm-v2",
+		forbidden: append([]string{mod + "launcher/shim/shimtest", mod + "launcher/shim/vmtest", mod + "internal/ctrtest",
+			mod + "attestation/tpm/tpmtest", mod + "kbs/store/storetest"}, testOnly...),
 	},
 	{
 		pkg:       "./cmd/cvm-kbs",

@@ -9,6 +9,12 @@
 // trusts, which resource it asks for or what it runs: those come from the
 // launch configuration, which is measured. The host can only supply the
 // broker's TLS server name, which can only make the launch fail.
+//
+// In pod mode (launchconfig.ModePod) the agent also serves the Containers
+// service (guest-agent/containers) for the containerd shim. A plain pod
+// (tee none) serves it at once; a confidential pod refuses container
+// Create until Launch has attested to the broker (and fetched the
+// configuration's resource, which proves the broker accepted the guest).
 package agent
 
 import (
@@ -79,6 +85,9 @@ type Options struct {
 	Version, KernelRelease string
 	// Start is when the agent started, for Status.uptime_ms.
 	Start time.Time
+	// Containers is the pod's container service, served beside Agent in
+	// pod mode (required there, refused in launch mode).
+	Containers agentv1.ContainersService
 }
 
 // Agent implements agentv1.AgentService.
@@ -90,6 +99,7 @@ type Agent struct {
 	phase    agentv1.Phase
 	err      string // in PHASE_FAILED
 	launched bool
+	attested bool     // pod mode: Launch attested; containers may be created
 	proc     *process // the workload, once started
 	unmount  func() error
 	shutdown bool
@@ -100,9 +110,16 @@ type Agent struct {
 
 // New returns an agent in PHASE_READY.
 func New(opts Options) (*Agent, error) {
-	if opts.Config == nil || opts.Provider == nil || opts.DialKBS == nil || opts.Unlocker == nil ||
-		opts.Starter == nil || opts.System == nil || opts.Rand == nil {
-		return nil, errors.New("agent: Config, Provider, DialKBS, Unlocker, Starter, System and Rand are required")
+	switch cfg := opts.Config; {
+	case cfg == nil || opts.System == nil:
+		return nil, errors.New("agent: Config and System are required")
+	case !cfg.IsPod() && (opts.Provider == nil || opts.DialKBS == nil || opts.Unlocker == nil ||
+		opts.Starter == nil || opts.Rand == nil || opts.Containers != nil):
+		return nil, errors.New("agent: launch mode requires Provider, DialKBS, Unlocker, Starter and Rand, and serves no Containers")
+	case cfg.IsPod() && opts.Containers == nil:
+		return nil, errors.New("agent: pod mode requires Containers")
+	case cfg.IsPod() && cfg.Confidential() && (opts.Provider == nil || opts.DialKBS == nil || opts.Rand == nil):
+		return nil, errors.New("agent: a confidential pod requires Provider, DialKBS and Rand")
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
@@ -164,11 +181,18 @@ func (a *Agent) Launch(ctx context.Context, req *agentv1.LaunchRequest) (*agentv
 		a.mu.Unlock()
 		return nil, status.Error(codes.FailedPrecondition, "Launch was already called")
 	}
+	if cfg := a.opts.Config; cfg.IsPod() && !cfg.Confidential() {
+		a.mu.Unlock()
+		return nil, status.Error(codes.FailedPrecondition, "a plain pod (tee none) has nothing to attest: create containers directly")
+	}
 	a.launched = true
 	a.phase = agentv1.Phase_PHASE_ATTESTING
 	a.mu.Unlock()
 	cfg := a.opts.Config
 	resp := &agentv1.LaunchResponse{}
+	if cfg.IsPod() {
+		return a.attestPod(ctx, req.GetKbsServerName())
+	}
 
 	a.opts.Logf("agent: attesting to the key broker (%s) as %s for resource %q", req.GetKbsServerName(), cfg.TEE, cfg.Resource)
 	key, attest, fetch, err := a.fetchKey(ctx, req.GetKbsServerName())
@@ -217,6 +241,66 @@ func (a *Agent) Launch(ctx context.Context, req *agentv1.LaunchRequest) (*agentv
 	resp.ProcessId = WorkloadID
 	a.opts.Logf("agent: %s started (attest %d ms, fetch %d ms, unlock %d ms)", cfg.Entrypoint, resp.AttestMs, resp.FetchMs, resp.UnlockMs)
 	return resp, nil
+}
+
+// attestPod is Launch in a confidential pod: attest and fetch the
+// configuration's resource, then open the Containers gate. The resource
+// is not kept: fetching it proves the broker accepted this guest.
+func (a *Agent) attestPod(ctx context.Context, serverName string) (*agentv1.LaunchResponse, error) {
+	cfg := a.opts.Config
+	a.opts.Logf("agent: pod: attesting to the key broker (%s) as %s for resource %q", serverName, cfg.TEE, cfg.Resource)
+	key, attest, fetch, err := a.fetchKey(ctx, serverName)
+	clear(key)
+	resp := &agentv1.LaunchResponse{AttestMs: uint64(attest.Milliseconds()), FetchMs: uint64(fetch.Milliseconds())}
+	if err != nil {
+		return nil, a.fail(brokerCode(err), brokerMessage(err), err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.shutdown {
+		return nil, a.fail(codes.FailedPrecondition, "the agent is shutting down", nil)
+	}
+	a.attested = true
+	a.phase = agentv1.Phase_PHASE_RUNNING
+	a.opts.Logf("agent: pod: attested (attest %d ms, fetch %d ms); containers may be created", resp.AttestMs, resp.FetchMs)
+	return resp, nil
+}
+
+// containersGate says whether a container may be created now: always in a
+// plain pod, only after a successful Launch in a confidential one.
+func (a *Agent) containersGate() error {
+	if !a.opts.Config.Confidential() {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.shutdown:
+		return status.Error(codes.FailedPrecondition, "the agent is shutting down")
+	case !a.attested:
+		return status.Errorf(codes.FailedPrecondition, "a confidential pod (tee %s) creates no container before it has attested to the key broker: call Launch first", a.opts.Config.TEE)
+	}
+	return nil
+}
+
+// gatedContainers is the Containers service behind the attestation gate.
+type gatedContainers struct {
+	agentv1.ContainersService
+	gate func() error
+}
+
+func (g gatedContainers) Create(ctx context.Context, r *agentv1.CreateContainerRequest) (*agentv1.CreateContainerResponse, error) {
+	if err := g.gate(); err != nil {
+		return nil, err
+	}
+	return g.ContainersService.Create(ctx, r)
+}
+
+func (g gatedContainers) Start(ctx context.Context, r *agentv1.StartProcessRequest) (*agentv1.StartProcessResponse, error) {
+	if err := g.gate(); err != nil {
+		return nil, err
+	}
+	return g.ContainersService.Start(ctx, r)
 }
 
 // getResource is the broker method whose start ends the attest step.
@@ -502,6 +586,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	agentv1.RegisterAgentService(srv, a)
+	if a.opts.Containers != nil {
+		agentv1.RegisterContainersService(srv, gatedContainers{a.opts.Containers, a.containersGate})
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()
 	select {

@@ -12,10 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/greatjail/cvm/guest-agent/containers"
 	"github.com/greatjail/cvm/guest-agent/evidence"
 	"github.com/greatjail/cvm/guest-agent/initproc"
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/guest-agent/link"
+	"github.com/greatjail/cvm/kbs/client"
+	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,6 +30,9 @@ type RunOptions struct {
 	Console io.Writer
 }
 
+// ContainersDir is where pod mode keeps the containers' mounts and state.
+const ContainersDir = "/run/cvm/containers"
+
 // serialWait bounds how long Run looks for the cvm.link serial port once
 // the kernel lists virtio-serial ports (ports appear as drivers probe).
 const serialWait = 2 * time.Second
@@ -36,7 +42,8 @@ const serialWait = 2 * time.Second
 // launch configuration, opens the link (the cvm.link serial port if the
 // kernel has it, vsock port 1024 otherwise), forwards its log to a log
 // stream and the console, and serves the Agent service on ttrpc streams
-// until Shutdown. As PID 1, any failure powers the guest off (after
+// until Shutdown; in pod mode, the Containers service too (processes
+// started through the PID 1 reaper). As PID 1, any failure powers the guest off (after
 // printing why); Run returns only when not PID 1 or when power-off fails.
 func Run(ctx context.Context, o RunOptions) error {
 	start := time.Now()
@@ -78,7 +85,19 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return fail(fmt.Errorf("the launch configuration %s: %w", launchconfig.ConfigPath, err))
 	}
-	lg.Logf("cvm-agent %s: tee %s, resource %q, entrypoint %s", o.Version, cfg.TEE, cfg.Resource, cfg.Entrypoint)
+	if cfg.IsPod() {
+		lg.Logf("cvm-agent %s: pod mode, tee %s", o.Version, cfg.TEE)
+	} else {
+		lg.Logf("cvm-agent %s: tee %s, resource %q, entrypoint %s", o.Version, cfg.TEE, cfg.Resource, cfg.Entrypoint)
+	}
+	var ctrs agentv1.ContainersService
+	if cfg.IsPod() {
+		m, err := containers.New(containers.Options{Dir: ContainersDir, Start: reaper.Start})
+		if err != nil {
+			return fail(err)
+		}
+		ctrs = &containers.Service{M: m}
+	}
 
 	conn, how, err := openLink(ctx)
 	if err != nil {
@@ -97,9 +116,11 @@ func Run(ctx context.Context, o RunOptions) error {
 		lg.Logf("cvm-agent: no log stream: %v", err)
 	}
 
-	provider, err := evidence.ForConfig(cfg, session)
-	if err != nil {
-		return fail(err)
+	var provider client.Provider
+	if cfg.Confidential() {
+		if provider, err = evidence.ForConfig(cfg, session); err != nil {
+			return fail(err)
+		}
 	}
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
@@ -111,7 +132,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		},
 		Unlocker: o.Unlocker, Starter: reaper, System: sys, Rand: rand.Reader,
 		Logf: lg.Logf, Version: o.Version, KernelRelease: unix.ByteSliceToString(uts.Release[:]),
-		Start: start,
+		Start: start, Containers: ctrs,
 	})
 	if err != nil {
 		return fail(err)

@@ -14,6 +14,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`{"version":1,"tee":"snp","kbs_ca_pem":"","resource":"r","entrypoint":"/e","args":[],"env":[],"disk":{"device":"/d","fs":"ext4"}}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"version":1,"mode":"pod","tee":"none"}`))
+	f.Add([]byte(`{"version":1,"mode":"pod","tee":"sim","kbs_ca_pem":"","resource":"r"}`))
+	f.Add([]byte(`{"version":1,"mode":"launch","tee":"snp","kbs_ca_pem":"","resource":"r","entrypoint":"/e","args":[],"env":[],"disk":{"device":"/d","fs":"ext4"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {

@@ -36,6 +36,31 @@ func Modules(tee attestation.TEE) (required, optional []string) {
 	return required, []string{"aesni_intel", "configfs", "tsm"}
 }
 
+// PodModules returns the kernel modules of a pod-mode initramfs for tee
+// (TEENone for a plain pod): the disks (each container's root file system
+// is a read-only ext4 or erofs disk), overlayfs for the writable layers,
+// both links (virtio-serial for the qemu engine, vsock for the builtin
+// one), entropy and, in a confidential pod, the TEE's guest driver. No
+// dm-crypt: container disks are not encrypted. Modules (launch mode) is
+// not affected, so launch measurements stay what they were.
+func PodModules(tee attestation.TEE) (required, optional []string) {
+	required = []string{
+		"virtio_blk", "overlay", "virtio_console", "virtio_mmio", "vsock",
+		"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "virtio_rng",
+	}
+	switch tee {
+	case attestation.TEESEVSNP:
+		required = append(required, "sev-guest")
+	case attestation.TEETDX:
+		required = append(required, "tdx-guest")
+	}
+	optional = []string{"erofs"}
+	if tee != TEENone {
+		optional = append(optional, "configfs", "tsm")
+	}
+	return required, optional
+}
+
 // FormatModules writes the module order file: one name per line.
 func FormatModules(names []string) ([]byte, error) {
 	if len(names) > MaxModules {

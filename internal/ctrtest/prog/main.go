@@ -1,0 +1,98 @@
+// Command prog is the workload of the container tests: a small static
+// program with one subcommand per behaviour a test checks. Tests build it
+// with CGO_ENABLED=0 and put it at /bin/prog in a root file system.
+//
+//	prog echo ARGS...     print ARGS joined by spaces
+//	prog stderr ARGS...   print ARGS to standard error
+//	prog exit N           exit with status N
+//	prog env              print the environment, one variable a line
+//	prog id               print "uid=U gid=G groups=G1,G2"
+//	prog pwd              print the working directory
+//	prog core             print the soft and hard RLIMIT_CORE
+//	prog read FILE        print the contents of FILE
+//	prog cat              copy standard input to standard output
+//	prog sleep SECONDS    sleep, then exit 0
+//	prog ls DIR           print the names in DIR
+//	prog write FILE TEXT  write TEXT to FILE
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "prog: no subcommand")
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "echo":
+		fmt.Println(strings.Join(args, " "))
+	case "stderr":
+		fmt.Fprintln(os.Stderr, strings.Join(args, " "))
+	case "exit":
+		n, _ := strconv.Atoi(arg(args, 0))
+		os.Exit(n)
+	case "env":
+		for _, e := range os.Environ() {
+			fmt.Println(e)
+		}
+	case "id":
+		gs, _ := os.Getgroups()
+		s := make([]string, len(gs))
+		for i, g := range gs {
+			s[i] = strconv.Itoa(g)
+		}
+		fmt.Printf("uid=%d gid=%d groups=%s\n", os.Getuid(), os.Getgid(), strings.Join(s, ","))
+	case "pwd":
+		d, err := os.Getwd()
+		check(err)
+		fmt.Println(d)
+	case "core":
+		var r syscall.Rlimit
+		check(syscall.Getrlimit(syscall.RLIMIT_CORE, &r))
+		fmt.Printf("%d %d\n", r.Cur, r.Max)
+	case "read":
+		b, err := os.ReadFile(arg(args, 0))
+		check(err)
+		os.Stdout.Write(b)
+	case "cat":
+		_, err := io.Copy(os.Stdout, os.Stdin)
+		check(err)
+	case "sleep":
+		n, _ := strconv.Atoi(arg(args, 0))
+		time.Sleep(time.Duration(n) * time.Second)
+	case "ls":
+		es, err := os.ReadDir(arg(args, 0))
+		check(err)
+		for _, e := range es {
+			fmt.Println(e.Name())
+		}
+	case "write":
+		check(os.WriteFile(arg(args, 0), []byte(arg(args, 1)), 0o644))
+	default:
+		fmt.Fprintf(os.Stderr, "prog: unknown subcommand %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func arg(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "prog:", err)
+		os.Exit(1)
+	}
+}
