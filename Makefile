@@ -11,9 +11,9 @@ FUZZTIME ?= 10s
 FUZZMINIMIZE ?= 5s
 BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
-APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs cpio xz-utils
+APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs erofs-utils cpio xz-utils
 
-.PHONY: all build test test-inputs bench fuzz proto proto-check lint demo deps clean
+.PHONY: all build test test-inputs containerd-tools bench fuzz proto proto-check lint demo deps clean
 
 all: build
 
@@ -38,8 +38,12 @@ build:
 test-inputs:
 	@scripts/fetch-test-inputs.sh
 
+## containerd-tools: build the pinned containerd 2.4 and 2.3, ctr and crictl into .cache/containerd (once; the shim's tests use them)
+containerd-tools:
+	@scripts/fetch-containerd.sh
+
 ## test: every test tier this machine supports, then a summary of what ran and what was skipped
-test: deps test-inputs proto-check lint
+test: deps test-inputs containerd-tools proto-check lint
 	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
 	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 20m ./... 2>&1 | $(BIN)/testreport
 

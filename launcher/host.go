@@ -20,6 +20,8 @@ const (
 	kbsDialFirst    = 200 * time.Millisecond
 	kbsDialMaxPause = 2 * time.Second
 	kbsDialTimeout  = 5 * time.Second
+	// maxGuestStreams bounds the guest's concurrent streams (kbs, psp, log).
+	maxGuestStreams = 16
 )
 
 // host serves the streams the guest opens on the link: kbs (relayed to the
@@ -64,15 +66,28 @@ func simPSP(a *sim.Authority, measurement [48]byte) (func(link.PSPRequest) ([]by
 // serve accepts the guest's streams until the session ends, serving each
 // on its own goroutine. It returns when the session has ended; call wait
 // to let the stream goroutines finish.
+//
+// The guest is not trusted by the host either: it gets at most
+// maxGuestStreams streams at a time, so it cannot make the host open
+// unbounded connections to the broker.
 func (h *host) serve(ctx context.Context, s *link.Session) {
+	slots := make(chan struct{}, maxGuestStreams)
 	for {
 		kind, c, err := s.Accept()
 		if err != nil {
 			return
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			h.logf("guest opened more than %d streams at once: refusing a %s stream", maxGuestStreams, kind)
+			c.Close()
+			continue
+		}
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
+			defer func() { <-slots }()
 			defer c.Close()
 			switch kind {
 			case link.KindKBS:

@@ -172,3 +172,52 @@ func TestHostPSPAndLog(t *testing.T) {
 		t.Errorf("psp without a simulated TEE = %v, want a refusal", err)
 	}
 }
+
+// A guest that opens more streams than the host allows gets the extra ones
+// closed at once, and the host never dials the broker for them.
+func TestHostCapsGuestStreams(t *testing.T) {
+	var mu sync.Mutex
+	dials := 0
+	block := make(chan struct{})
+	defer close(block)
+	h := &host{
+		kbsAddr: "broker.invalid:1",
+		dial: func(ctx context.Context, _ string) (net.Conn, error) {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+			<-block // hold every relay open
+			return nil, errors.New("not reached")
+		},
+		agentLog: &syncBuf{},
+	}
+	hs, gs := linkPair(t)
+	go h.serve(context.Background(), hs)
+	var conns []net.Conn
+	for range maxGuestStreams + 3 {
+		c, err := gs.Open(link.KindKBS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// The extra streams are closed by the host: a read ends at once.
+	closed := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	if closed != 3 {
+		t.Errorf("%d streams closed by the host, want 3 (cap %d)", closed, maxGuestStreams)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dials > maxGuestStreams {
+		t.Errorf("%d broker dials for a cap of %d", dials, maxGuestStreams)
+	}
+	if log := h.agentLog.(*syncBuf).String(); !strings.Contains(log, "refusing a kbs stream") {
+		t.Errorf("host log does not name the refusal: %q", log)
+	}
+}

@@ -103,6 +103,11 @@ func config() *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.EnableKeepAlive = false
 	c.LogOutput = io.Discard
+	// The host opens its first stream while the guest may still be booting
+	// (tens of seconds under TCG on a loaded machine); yamux's default 75 s
+	// wait for the SYN's ACK would then tear down the whole link. Callers
+	// bound every exchange with their own deadlines instead.
+	c.StreamOpenTimeout = 0
 	return c
 }
 
