@@ -13,7 +13,9 @@ BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
 APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs erofs-utils cpio xz-utils
 
-.PHONY: all build test test-inputs containerd-tools bench fuzz proto proto-check lint demo deps clean
+PREFIX ?= /usr/local
+
+.PHONY: all build install test test-inputs containerd-tools bench fuzz proto proto-check lint demo deps clean
 
 all: build
 
@@ -33,6 +35,10 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## install: cvm, cvm-kbs, containerd-shim-cvm-v2 under PREFIX/bin; the guest agent and the default guest kernel under PREFIX/share/cvm (PREFIX=/usr/local)
+install: build test-inputs
+	@scripts/install.sh --bin $(BIN) $(PREFIX)
 
 ## test-inputs: fetch the large public test inputs (Debian OVMF; the Debian 12 and 13 cloud kernels and their module trees) into .cache/inputs, checked by SHA-256
 test-inputs:

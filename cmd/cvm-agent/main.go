@@ -2,7 +2,9 @@
 // (PID 1), built static (CGO_ENABLED=0). It is wiring only: the agent is
 // package guest-agent/agent, the disk unlock guest-agent/dmcrypt. It takes
 // no flags; everything it does comes from the measured launch
-// configuration /etc/cvm/launch.json.
+// configuration /etc/cvm/launch.json: launch mode (one workload from an
+// encrypted disk) or pod mode (the containers of a pod for the containerd
+// shim, docs/containerd.md).
 package main
 
 import (

@@ -49,6 +49,9 @@ type Manager struct {
 	dir   string // state directory: <dir>/<container id>/...
 	start Starter
 
+	sysBlock, devDir string
+	diskWait         time.Duration
+
 	mu         sync.Mutex
 	containers map[string]*container // guarded by mu
 }
@@ -65,6 +68,12 @@ type Options struct {
 	Dir string
 	// Start starts processes; nil means exec.Cmd.Start and Wait.
 	Start Starter
+	// SysBlock is where block devices are listed (default /sys/block),
+	// and DevDir where their nodes are (default /dev): for Rootfs.Serial.
+	SysBlock, DevDir string
+	// DiskWait bounds the wait for a disk named by serial to appear
+	// (default 30 s: a hot-plugged disk shows up asynchronously).
+	DiskWait time.Duration
 }
 
 // New returns a Manager.
@@ -79,7 +88,18 @@ func New(opts Options) (*Manager, error) {
 	if start == nil {
 		start = startAndWait
 	}
-	return &Manager{dir: opts.Dir, start: start, containers: map[string]*container{}}, nil
+	m := &Manager{dir: opts.Dir, start: start, containers: map[string]*container{},
+		sysBlock: opts.SysBlock, devDir: opts.DevDir, diskWait: opts.DiskWait}
+	if m.sysBlock == "" {
+		m.sysBlock = "/sys/block"
+	}
+	if m.devDir == "" {
+		m.devDir = "/dev"
+	}
+	if m.diskWait == 0 {
+		m.diskWait = 30 * time.Second
+	}
+	return m, nil
 }
 
 // startAndWait is the Starter of a process that is not PID 1.
@@ -98,9 +118,11 @@ func startAndWait(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 
 // Rootfs says where a container's root file system comes from: Device (a
 // block device holding an FSType image, mounted read-only under a writable
-// overlay layer) or Directory.
+// overlay layer), Serial (the same, the block device named by its serial:
+// a disk hot-plugged after boot) or Directory.
 type Rootfs struct {
 	Device    string
+	Serial    string
 	FSType    string
 	Directory string
 }

@@ -24,8 +24,14 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 	if err != nil {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
-	if (rootfs.Device == "") == (rootfs.Directory == "") {
-		return fmt.Errorf("%w: container %q needs exactly one of a rootfs device or directory", ErrInvalid, id)
+	n := 0
+	for _, v := range []string{rootfs.Device, rootfs.Serial, rootfs.Directory} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: container %q needs exactly one of a rootfs device, disk serial or directory", ErrInvalid, id)
 	}
 	c := &container{id: id, spec: spec, dir: filepath.Join(m.dir, id), procs: map[string]*process{}}
 	c.root = filepath.Join(c.dir, "rootfs")
@@ -50,6 +56,11 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 
 	if err := os.MkdirAll(c.root, 0o755); err != nil {
 		return fmt.Errorf("containers: %s: %w", c.root, err)
+	}
+	if rootfs.Serial != "" {
+		if rootfs.Device, err = m.waitDisk(ctx, rootfs.Serial); err != nil {
+			return fmt.Errorf("container %q: %w", id, err)
+		}
 	}
 	if rootfs.Device != "" {
 		err = c.mountBlock(rootfs.Device, rootfs.FSType)

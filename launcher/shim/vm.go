@@ -117,16 +117,17 @@ type VMConfig struct {
 	Format rootimage.Format
 	// BootTimeout bounds the boot up to the link; default 3 minutes.
 	BootTimeout time.Duration
+	// HotplugSlots is how many disks can be hot-plugged at once on the
+	// qemu engine (containers after the pod's first): 0 means
+	// DefaultHotplugSlots, negative none. Other engines have none yet.
+	HotplugSlots int
 }
 
 // NewVM returns a constructor for Options.NewSandbox: one microVM per pod,
 // kept in <bundle of the pod's first task>/vm. The VM boots when the first
 // container's root file system is known (Rootfs), with that root as its
-// disk.
-//
-// Limitation until the engines can hot-plug disks: a VM has one disk, so a
-// pod holds one container (ctr run); the second container of a pod (CRI:
-// the first app container after the pause container) fails with
+// disk (/dev/vda). Later containers' roots are hot-plugged disks (qemu
+// engine; see hotplug.go); on an engine without hot-plug they fail with
 // NotImplemented.
 func NewVM(cfg VMConfig) func(ctx context.Context, bundle, podID string) (Sandbox, error) {
 	return func(ctx context.Context, bundle, podID string) (Sandbox, error) {
@@ -151,7 +152,9 @@ type vmSandbox struct {
 	sess   *link.Session
 	client *ttrpc.Client
 	c      agentv1.ContainersClient
-	diskOf string // container whose root is the VM's disk
+	diskOf string   // container whose root is the VM's disk
+	hp     *hotplug // nil: no hot-plug
+	hpDir  string   // the QMP socket and QEMU wrapper, until boot connected
 }
 
 // Containers returns the agent's client; valid once Rootfs booted the VM.
@@ -169,9 +172,9 @@ func (v *vmSandbox) Containers() agentv1.ContainersClient {
 func (v *vmSandbox) Rootfs(ctx context.Context, id, dir string) (*agentv1.ContainerRootfs, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.h != nil {
-		return nil, fmt.Errorf("shim: pod %q: container %q needs a second disk, and disk hot-plug is not implemented yet: %w",
-			v.pod, id, errdefs.ErrNotImplemented)
+	if v.h != nil && v.hp == nil {
+		return nil, fmt.Errorf("shim: pod %q: container %q needs a second disk, and the %s engine cannot hot-plug disks: %w",
+			v.pod, id, v.cfg.Engine.Name(), errdefs.ErrNotImplemented)
 	}
 	format := v.cfg.Format
 	if format == "" {
@@ -180,6 +183,15 @@ func (v *vmSandbox) Rootfs(ctx context.Context, id, dir string) (*agentv1.Contai
 	img := filepath.Join(v.dir, id+"."+string(format))
 	if err := rootimage.Make(ctx, format, dir, img); err != nil {
 		return nil, err
+	}
+	if v.h != nil {
+		serial, err := v.hp.add(id, img)
+		if err != nil {
+			os.Remove(img)
+			return nil, fmt.Errorf("shim: pod %q: hot-plug the root disk of container %q: %w", v.pod, id, err)
+		}
+		return &agentv1.ContainerRootfs{Source: &agentv1.ContainerRootfs_Block{
+			Block: &agentv1.BlockRootfs{Serial: serial, Fstype: string(format)}}}, nil
 	}
 	if err := v.boot(ctx, img); err != nil {
 		os.Remove(img)
@@ -213,7 +225,22 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 		LinkSocket: filepath.Join(sockDir, "link"),
 		ConsoleLog: filepath.Join(v.dir, "console.log"), EngineLog: filepath.Join(v.dir, "engine.log"),
 	}
-	h, err := v.cfg.Engine.Start(context.WithoutCancel(ctx), m)
+	eng := v.cfg.Engine
+	if q, ok := eng.(*engine.QEMU); ok && v.cfg.HotplugSlots >= 0 {
+		if v.hpDir, err = os.MkdirTemp("", "cvm-hp-"); err != nil {
+			return fmt.Errorf("shim: hot-plug directory: %w", err)
+		}
+		if eng, v.hp, err = wrapQEMU(q, v.hpDir, cmpOr(v.cfg.HotplugSlots, DefaultHotplugSlots)); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if err != nil && v.hpDir != "" {
+			os.RemoveAll(v.hpDir)
+			v.hp, v.hpDir = nil, ""
+		}
+	}()
+	h, err := eng.Start(context.WithoutCancel(ctx), m)
 	if err != nil {
 		return fmt.Errorf("shim: start the microVM of pod %q: %w", v.pod, err)
 	}
@@ -239,6 +266,18 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 		sess.Close()
 		return fmt.Errorf("shim: microVM of pod %q: open the ttrpc stream: %w", v.pod, err)
 	}
+	if v.hp != nil {
+		// Connect now: then the socket and wrapper are not needed any
+		// more, and nothing is left in the temporary directory if the
+		// shim is killed.
+		err := v.hp.connect(bctx, h.Exited())
+		os.RemoveAll(v.hpDir)
+		v.hpDir = ""
+		if err != nil {
+			sess.Close()
+			return fmt.Errorf("shim: microVM of pod %q: %w", v.pod, err)
+		}
+	}
 	go acceptGuestStreams(sess, filepath.Join(v.dir, "agent.log"))
 	v.h, v.sess = h, sess
 	v.client = ttrpc.NewClient(stream)
@@ -246,16 +285,23 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	return nil
 }
 
-// ReleaseRootfs removes the container's image once the guest unmounted it.
+// ReleaseRootfs unplugs the container's disk (if it was hot-plugged) and
+// removes its image, once the guest unmounted it.
 func (v *vmSandbox) ReleaseRootfs(ctx context.Context, id string) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	format := cmpOr(v.cfg.Format, rootimage.EXT4)
-	err := os.Remove(filepath.Join(v.dir, id+"."+string(format)))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	var errs []error
+	if v.hp != nil && v.h != nil {
+		if _, err := v.hp.remove(id); err != nil {
+			errs = append(errs, fmt.Errorf("shim: pod %q: unplug the root disk of container %q: %w", v.pod, id, err))
+		}
 	}
-	return err
+	format := cmpOr(v.cfg.Format, rootimage.EXT4)
+	// QEMU may still hold the file open: unlinking it is fine.
+	if err := os.Remove(filepath.Join(v.dir, id+"."+string(format))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops the VM.
@@ -270,6 +316,9 @@ func (v *vmSandbox) Close(ctx context.Context) error {
 	v.h.Kill()
 	v.h.Wait()
 	v.h = nil
+	if v.hp != nil {
+		v.hp.close()
+	}
 	return nil
 }
 

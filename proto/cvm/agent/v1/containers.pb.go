@@ -234,9 +234,13 @@ func (*ContainerRootfs_Block) isContainerRootfs_Source() {}
 func (*ContainerRootfs_Directory) isContainerRootfs_Source() {}
 
 type BlockRootfs struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Device        string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"` // e.g. /dev/vdb
-	Fstype        string                 `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"` // "ext4" or "erofs"
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Device string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"` // e.g. /dev/vdb
+	Fstype string                 `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"` // "ext4" or "erofs"
+	// Instead of device: the disk's serial (virtio-blk, at most 20 bytes),
+	// for a disk hot-plugged after boot whose guest name the host cannot
+	// know. The guest waits for /sys/block/*/serial to show it.
+	Serial        string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +285,13 @@ func (x *BlockRootfs) GetDevice() string {
 func (x *BlockRootfs) GetFstype() string {
 	if x != nil {
 		return x.Fstype
+	}
+	return ""
+}
+
+func (x *BlockRootfs) GetSerial() string {
+	if x != nil {
+		return x.Serial
 	}
 	return ""
 }
@@ -1304,10 +1315,11 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\x0fContainerRootfs\x121\n" +
 	"\x05block\x18\x01 \x01(\v2\x19.cvm.agent.v1.BlockRootfsH\x00R\x05block\x12\x1e\n" +
 	"\tdirectory\x18\x02 \x01(\tH\x00R\tdirectoryB\b\n" +
-	"\x06source\"=\n" +
+	"\x06source\"U\n" +
 	"\vBlockRootfs\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x16\n" +
-	"\x06fstype\x18\x02 \x01(\tR\x06fstype\"\x19\n" +
+	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x19\n" +
 	"\x17CreateContainerResponse\"\xb1\x01\n" +
 	"\x13StartProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
