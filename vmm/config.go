@@ -38,6 +38,10 @@ type Config struct {
 	RNG            bool   // add a virtio entropy device
 	Console        io.Writer
 	KVMPath        string // default DefaultKVMPath
+	// Seccomp makes Run confine the whole process with LockDown once the
+	// VM is set up, before the first vCPU runs. It is permanent and
+	// process-wide: only for a process that runs one VM and exits.
+	Seccomp bool
 }
 
 func invalid(format string, a ...any) error {

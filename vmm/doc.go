@@ -5,6 +5,12 @@
 // entropy, vsock) on an MMIO bus, and runs one goroutine per vCPU until the
 // guest powers off or resets, the context ends, or KVM fails.
 //
+// Each vCPU starts with the CPUID leaves KVM supports (APIC ID and the
+// hypervisor bit set per vCPU) and Firecracker's boot MSRs (BootMSRs). With
+// Config.Seccomp, Run confines the process to the system calls a running
+// VMM makes (LockDown, SeccompPolicy) once the VM is set up, after handing
+// its copies of the kernel and initrd back to the OS.
+//
 // Validate checks everything that can be checked without KVM, so that bad
 // input fails with a message naming the problem before any guest starts.
 //
@@ -18,9 +24,10 @@
 //
 // # Stopping
 //
-// The vmm/kvm package has no way to kick a vCPU out of KVM_RUN, so a vCPU
-// is stopped when it next exits to userspace. A vCPU that never exits again
-// (an application processor still waiting for its SIPI, or one the guest
-// parked before powering off) keeps its thread, and Run then leaves the VM
-// descriptors and guest memory to the process exit; Result.Leaked says so.
+// When the guest powers off or resets, KVM fails, or the context ends, Run
+// cancels the vCPUs' context, and each vCPU loop kicks its vCPU out of
+// KVM_RUN (kvm.VCPU.Kick: immediate_exit plus a signal to its thread), so
+// even a vCPU that would never exit again (an application processor still
+// waiting for its startup IPI, one the guest parked before powering off)
+// stops. Run then closes the VM and unmaps guest memory before returning.
 package vmm

@@ -13,10 +13,6 @@ const (
 type Result struct {
 	// Reason is ReasonPowerOff, ReasonReboot or ReasonCanceled.
 	Reason string
-	// Leaked is set when some vCPU did not leave KVM_RUN within the grace
-	// period after the stop, so the VM descriptors and guest memory were
-	// left to the process exit (see the package doc).
-	Leaked bool
 }
 
 // sleepPort is the ACPI sleep control/status and reset register, all on

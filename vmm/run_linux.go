@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
-	"time"
 
 	"github.com/greatjail/cvm/vmm/acpi"
 	"github.com/greatjail/cvm/vmm/devices"
@@ -16,10 +16,6 @@ import (
 	"github.com/greatjail/cvm/vmm/virtio"
 	"github.com/greatjail/cvm/vmm/vsock"
 )
-
-// stopGrace is how long Run waits for the vCPUs to leave KVM_RUN after the
-// VM stopped before it gives up on them.
-const stopGrace = 2 * time.Second
 
 // guestCID is the vsock context ID of the guest.
 const guestCID = 3
@@ -42,22 +38,18 @@ func (s *stopper) stop(reason string, err error) {
 // Run validates cfg, boots the guest and blocks until it powers off or
 // resets, ctx ends, or KVM fails. When ctx ends, the Result has
 // ReasonCanceled and the error wraps ctx.Err(). Every resource Run
-// acquires is released before it returns, except as Result.Leaked says.
+// acquires is released before it returns: stopping kicks every vCPU out
+// of KVM_RUN (kvm.VCPU.Kick), so none can keep the VM alive.
 func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	p, wins, err := validate(cfg)
 	if err != nil {
 		return nil, err
 	}
 	// undo holds the KVM objects and guest RAM; devUndo the devices'
-	// files and sockets, which can be released even when a stuck vCPU
-	// forces the KVM objects to be left behind.
+	// files and sockets.
 	var undo, devUndo cleanup
-	leak := false
 	defer func() {
-		cerr := devUndo.run()
-		if !leak {
-			cerr = errors.Join(cerr, undo.run())
-		}
+		cerr := errors.Join(devUndo.run(), undo.run())
 		if cerr != nil && err == nil {
 			err = fmt.Errorf("vmm: teardown: %w", cerr)
 		}
@@ -115,9 +107,24 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		if err := c.SetCPUID(cpuidFor(cpuid, i)); err != nil {
 			return nil, fmt.Errorf("vmm: vCPU %d: %w", i, err)
 		}
+		if err := c.SetMSRs(BootMSRs()); err != nil {
+			return nil, fmt.Errorf("vmm: vCPU %d: boot MSRs: %w", i, err)
+		}
 	}
 	if err := setupBSP(vcpus[0], p.BSP); err != nil {
 		return nil, err
+	}
+	seccomp := cfg.Seccomp
+	// The guest has its copy of the kernel and initrd now: drop ours (the
+	// plan's blobs and cfg's bytes, once the caller no longer holds them)
+	// and hand the heap back, so the VMM's own footprint is what it keeps
+	// for running the guest.
+	p, cfg = nil, Config{}
+	debug.FreeOSMemory()
+	if seccomp {
+		if err := LockDown(); err != nil {
+			return nil, err
+		}
 	}
 
 	var wg sync.WaitGroup
@@ -141,14 +148,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 
 	<-runCtx.Done()
 	st.stop(ReasonCanceled, nil) // no-op unless ctx itself ended
-	select {
-	case <-done:
-	case <-time.After(stopGrace):
-		// The devices are no longer driven (every exit handler checks
-		// runCtx first), so only the KVM objects and RAM stay behind.
-		leak = true
-	}
-	res = &Result{Reason: st.reason, Leaked: leak}
+	// Every RunLoop kicks its vCPU when runCtx ends, so this wait is short.
+	<-done
+	res = &Result{Reason: st.reason}
 	if st.err != nil {
 		return nil, st.err
 	}

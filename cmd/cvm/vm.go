@@ -30,6 +30,7 @@ type vmRunOptions struct {
 	disks                   []string
 	vsockUDS                string
 	rng                     bool
+	noSeccomp               bool
 }
 
 func newVMRun() *cobra.Command {
@@ -42,6 +43,10 @@ without firmware, in a KVM microVM: COM1 is the console and is copied to
 stdout, disks are virtio-blk devices (the first is /dev/vda), and --vsock-uds
 adds a virtio-vsock device reached through a Unix socket (Firecracker's
 hybrid vsock). The guest learns its devices from ACPI tables.
+
+Once the VM is set up and before the guest runs, the process confines itself
+with a seccomp allowlist (the system calls a running VMM needs; anything else
+fails with EPERM); --no-seccomp skips that.
 
 It exits 0 when the guest powers off or reboots (a reboot ends the VM),
 1 when the VM cannot start or KVM fails (the message names the cause), and
@@ -61,6 +66,7 @@ It exits 0 when the guest powers off or reboots (a reboot ends the VM),
 	f.StringArrayVar(&o.disks, "disk", nil, "virtio block device backed by `FILE[:ro]` (repeatable; :ro makes it read-only)")
 	f.StringVar(&o.vsockUDS, "vsock-uds", "", "add a virtio-vsock device listening on the Unix socket `PATH`")
 	f.BoolVar(&o.rng, "rng", false, "add a virtio entropy device")
+	f.BoolVar(&o.noSeccomp, "no-seccomp", false, "do not confine the VMM with its seccomp allowlist once the VM is set up (for debugging)")
 	return c
 }
 
@@ -75,7 +81,8 @@ func runVM(c *cobra.Command, o vmRunOptions) error {
 	if err != nil {
 		return usage("--memory: %v", err)
 	}
-	cfg := vmm.Config{Cmdline: o.cmdline, MemorySize: mem, VCPUs: o.vcpus, VsockUDS: o.vsockUDS, RNG: o.rng, Console: c.OutOrStdout()}
+	cfg := vmm.Config{Cmdline: o.cmdline, MemorySize: mem, VCPUs: o.vcpus, VsockUDS: o.vsockUDS, RNG: o.rng,
+		Console: c.OutOrStdout(), Seccomp: !o.noSeccomp}
 	for _, s := range o.disks {
 		d, err := parseDisk(s)
 		if err != nil {
@@ -94,9 +101,6 @@ func runVM(c *cobra.Command, o vmRunOptions) error {
 	res, err := vmm.Run(c.Context(), cfg)
 	if err != nil {
 		return err
-	}
-	if res.Leaked {
-		fmt.Fprintln(c.ErrOrStderr(), "cvm: warning: a vCPU did not stop; KVM resources were released at exit")
 	}
 	fmt.Fprintf(c.ErrOrStderr(), "cvm: guest stopped: %s\n", res.Reason)
 	return nil

@@ -8,6 +8,7 @@ package kvm
 
 import (
 	"os"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -287,4 +288,26 @@ func msrBuffer(n int) ([]uint64, []kvmMSREntry) {
 		return buf, nil
 	}
 	return buf, unsafe.Slice((*kvmMSREntry)(unsafe.Pointer(&buf[1])), n)
+}
+
+// atomicStoreByte and atomicLoadByte access one byte of the kvm_run page
+// (immediate_exit) atomically, through the aligned 32-bit word holding it,
+// since [VCPU.Kick] writes it from another thread while the kernel reads it.
+func atomicStoreByte(p *byte, v byte) {
+	off := uintptr(unsafe.Pointer(p)) & 3
+	w := (*uint32)(unsafe.Add(unsafe.Pointer(p), -int(off)))
+	shift := off * 8 // little endian
+	for {
+		old := atomic.LoadUint32(w)
+		nw := old&^(0xff<<shift) | uint32(v)<<shift
+		if atomic.CompareAndSwapUint32(w, old, nw) {
+			return
+		}
+	}
+}
+
+func atomicLoadByte(p *byte) byte {
+	off := uintptr(unsafe.Pointer(p)) & 3
+	w := (*uint32)(unsafe.Add(unsafe.Pointer(p), -int(off)))
+	return byte(atomic.LoadUint32(w) >> (off * 8))
 }

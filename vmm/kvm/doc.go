@@ -35,10 +35,13 @@
 //
 // # Interrupting a vCPU
 //
-// RunLoop checks its context between exits only. A guest that neither
-// exits nor halts, or that halts with interrupts disabled while the
-// in-kernel irqchip is present (so the HLT is handled in the kernel), keeps
-// RunLoop blocked until some exit occurs.
+// [VCPU.Kick] forces a vCPU out of KVM_RUN from any goroutine: it sets
+// kvm_run.immediate_exit and sends SIGURG to the thread running the vCPU
+// (the signal the Go runtime itself uses to preempt goroutines, so a
+// spurious one is harmless). RunLoop kicks its vCPU when its context ends,
+// so cancelling the context stops a vCPU that is running guest code
+// without exits, halted in the kernel, or an application processor still
+// waiting for its startup IPI.
 //
 // # Test tiers
 //

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -270,5 +271,99 @@ func TestBadInput(t *testing.T) {
 	}
 	if err := vm.IRQLine(4, true); !errors.Is(err, ErrClosed) {
 		t.Errorf("IRQLine on closed VM = %v, want ErrClosed", err)
+	}
+}
+
+// TestKick stops vCPUs that would never exit to userspace by themselves:
+// one spinning in guest code, one halted with interrupts off under the
+// in-kernel irqchip (so KVM handles the HLT and blocks in the kernel), and
+// an application processor that never gets its startup IPI (KVM blocks it
+// in the kernel and may answer EAGAIN, which is no error). Cancelling
+// RunLoop's context must kick each out of KVM_RUN.
+func TestKick(t *testing.T) {
+	s := openKVM(t)
+	for _, tc := range []struct {
+		name    string
+		code    []byte
+		irqchip bool
+		ap      bool // run vCPU 1, an application processor waiting for its startup IPI
+	}{
+		{"spin", []byte{0xeb, 0xfe}, false, false},              // jmp .
+		{"halted", []byte{0xfa, 0xf4, 0xeb, 0xfd}, true, false}, // cli; hlt; jmp back to hlt
+		{"ap-waiting-for-sipi", []byte{0xf4}, true, true},       // never runs: no SIPI
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem, err := Mmap(0x10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { Munmap(mem) })
+			vm, err := s.CreateVM()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { vm.Close() })
+			if err := vm.SetTSSAddr(kvmTSSAddr); err != nil {
+				t.Fatal(err)
+			}
+			if tc.irqchip {
+				if err := vm.CreateIRQChip(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := vm.SetUserMemoryRegion(0, 0, mem, 0); err != nil {
+				t.Fatal(err)
+			}
+			cpu, err := vm.CreateVCPU(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ap {
+				if cpu, err = vm.CreateVCPU(1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			copy(mem[0x1000:], tc.code)
+			sregs, err := cpu.Sregs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sregs.CS.Base, sregs.CS.Selector = 0, 0
+			if err := cpu.SetSregs(sregs); err != nil {
+				t.Fatal(err)
+			}
+			if err := cpu.SetRegs(Regs{RIP: 0x1000, RFLAGS: 2}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			entered := make(chan struct{})
+			done := make(chan error, 1)
+			go func() {
+				close(entered)
+				done <- cpu.RunLoop(ctx, func(e Exit) (bool, error) {
+					return true, fmt.Errorf("unexpected exit %v", e)
+				})
+			}()
+			<-entered
+			// Give the vCPU time to enter the guest, so that the kick
+			// finds it inside KVM_RUN (if it is still before it, the
+			// test passes through the immediate_exit path instead).
+			time.Sleep(300 * time.Millisecond)
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("RunLoop after cancel: %v, want context.Canceled", err)
+			}
+			// A kick made while no RunLoop runs is not lost: the next
+			// Run returns it as an ExitIntr exit.
+			cpu.Kick()
+			var got []ExitReason
+			err = cpu.RunLoop(context.Background(), func(e Exit) (bool, error) {
+				got = append(got, e.Reason)
+				return true, nil
+			})
+			if err != nil || len(got) != 1 || got[0] != ExitIntr {
+				t.Fatalf("RunLoop after Kick: exits %v, error %v; want one %v", got, err, ExitIntr)
+			}
+		})
 	}
 }

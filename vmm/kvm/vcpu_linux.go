@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,9 +17,36 @@ type VCPU struct {
 	id int
 	h  handle
 
-	mu     sync.Mutex // serialises Close; Run must not race with Close
+	mu     sync.Mutex // serialises Close and Kick; Run must not race with Close
 	run    []byte     // kvm_run mapping; nil once closed
 	closed bool
+
+	// tid is the OS thread running RunLoop, 0 when none; Kick signals it.
+	tid atomic.Int32
+}
+
+// kickSignal interrupts KVM_RUN on a vCPU thread. The Go runtime uses
+// SIGURG for its own preemption requests and tolerates spurious ones (a
+// program must too: see os/signal), so sending it never disturbs the
+// process, and it makes KVM_RUN return EINTR like the runtime's own.
+const kickSignal = unix.SIGURG
+
+// Kick makes the vCPU leave the guest promptly: a Run in progress, or the
+// next one, returns an ExitIntr exit. It sets kvm_run.immediate_exit
+// (KVM_CAP_IMMEDIATE_EXIT) and signals the thread running RunLoop, so
+// there is no window in which the kick is lost: a thread about to enter
+// KVM_RUN sees the flag, one inside it gets the signal. Kick may be
+// called from any goroutine, any number of times, also after Close.
+func (c *VCPU) Kick() {
+	c.mu.Lock()
+	if c.run != nil {
+		atomicStoreByte(&c.run[runImmediateExit], 1)
+	}
+	c.mu.Unlock()
+	if tid := c.tid.Load(); tid != 0 {
+		// ESRCH means the thread is gone, so it is not in KVM_RUN.
+		_ = unix.Tgkill(unix.Getpid(), int(tid), kickSignal)
+	}
 }
 
 // ID is the vCPU index given to [VM.CreateVCPU].
@@ -163,8 +191,11 @@ func (c *VCPU) MSRs(indices ...uint32) ([]MSR, error) {
 
 // Run enters the guest until it exits to userspace (KVM_RUN) and decodes
 // the exit. It re-enters by itself when a signal interrupts KVM_RUN
-// (EINTR), which the Go runtime's preemption signals do routinely. The
-// caller must be locked to its OS thread; [VCPU.RunLoop] does that.
+// (EINTR), which the Go runtime's preemption signals do routinely, and
+// when KVM answers EAGAIN (an application processor woken while still
+// waiting for its startup IPI). After [VCPU.Kick] it returns an ExitIntr
+// exit instead, once per kick. The caller must be locked to its OS
+// thread; [VCPU.RunLoop] does that.
 //
 // For ExitIO with IOIn and for MMIO reads, fill the Exit's Data before
 // calling Run again: KVM completes the guest instruction from it.
@@ -174,7 +205,10 @@ func (c *VCPU) Run() (Exit, error) {
 	}
 	for {
 		_, err := c.h.ioctl(ioctlRun, 0)
-		if errors.Is(err, unix.EINTR) {
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			if c.takeKick() {
+				return Exit{Reason: ExitIntr}, nil
+			}
 			continue
 		}
 		if err != nil {
@@ -184,21 +218,36 @@ func (c *VCPU) Run() (Exit, error) {
 		if err != nil {
 			return Exit{}, c.errorf("run", err)
 		}
-		if e.Reason == ExitIntr {
+		if e.Reason == ExitIntr && !c.takeKick() {
 			continue
 		}
 		return e, nil
 	}
 }
 
+// takeKick reports whether a kick is pending and clears it.
+func (c *VCPU) takeKick() bool {
+	if atomicLoadByte(&c.run[runImmediateExit]) == 0 {
+		return false
+	}
+	atomicStoreByte(&c.run[runImmediateExit], 0)
+	return true
+}
+
 // RunLoop locks the calling goroutine to its OS thread and runs the vCPU,
 // passing each exit to handler, until handler asks to stop or fails, Run
-// fails, or ctx is done. ctx is checked between exits only: a guest that
-// does not exit keeps RunLoop running. It returns nil when handler stops
-// the loop, and ctx.Err() (wrapped) when the context ended it.
+// fails, or ctx is done. When ctx ends, RunLoop kicks the vCPU
+// ([VCPU.Kick]), so it returns promptly even while the guest runs without
+// exiting or sits halted in the kernel; handler sees ExitIntr only for
+// kicks from elsewhere. It returns nil when handler stops the loop, and
+// ctx.Err() (wrapped) when the context ended it.
 func (c *VCPU) RunLoop(ctx context.Context, handler func(Exit) (stop bool, err error)) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	c.tid.Store(int32(unix.Gettid()))
+	defer c.tid.Store(0)
+	stopKick := context.AfterFunc(ctx, c.Kick)
+	defer stopKick()
 	for {
 		if err := ctx.Err(); err != nil {
 			return c.errorf("run loop", err)
@@ -206,6 +255,9 @@ func (c *VCPU) RunLoop(ctx context.Context, handler func(Exit) (stop bool, err e
 		e, err := c.Run()
 		if err != nil {
 			return err
+		}
+		if e.Reason == ExitIntr && ctx.Err() != nil {
+			continue // our own kick: the check above returns
 		}
 		stop, err := handler(e)
 		if err != nil {
@@ -215,4 +267,12 @@ func (c *VCPU) RunLoop(ctx context.Context, handler func(Exit) (stop bool, err e
 			return nil
 		}
 	}
+}
+
+// RunningIoctls are the ioctl request numbers a VMM issues once its VM
+// is set up and running: KVM_RUN, KVM_IRQ_LINE (interrupts from device
+// models) and KVM_GET_REGS (the guest RIP in error messages). A seccomp
+// allowlist installed after set-up can admit ioctl with these only.
+func RunningIoctls() []uint64 {
+	return []uint64{uint64(ioctlRun), uint64(ioctlIRQLine), uint64(ioctlGetRegs)}
 }

@@ -1,0 +1,170 @@
+//go:build linux
+
+// Command hostinit is the /init of the VM tier's test host (see package
+// internal/testhost): inside QEMU (TCG, -cpu max) it loads the modules in
+// /etc/modules (irqbypass, kvm, kvm-amd), runs the check suite on every
+// guest in /etc/cvmtest/host.json with the builtin VMM, prints each report
+// as one "CVMHOST: report {json}" line on the console and powers off.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/greatjail/cvm/internal/testhost"
+	"github.com/greatjail/cvm/internal/testhost/wire"
+)
+
+var mu sync.Mutex // serialises console lines
+
+func say(format string, a ...any) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
+}
+
+func main() {
+	say("up")
+	err := run()
+	if err != nil {
+		say("fail %v", err)
+	}
+	say("done")
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		say("fail poweroff: %v", err)
+	}
+	select {}
+}
+
+func run() error {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	list, err := os.ReadFile(wire.ModuleList)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(list)) {
+		if err := load("/lib/modules/" + name + ".ko"); err != nil {
+			return fmt.Errorf("load module %s: %w", name, err)
+		}
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
+	}
+	say("kvm ready")
+	b, err := os.ReadFile(testhost.HostConfigPath)
+	if err != nil {
+		return err
+	}
+	var cfg testhost.HostConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", testhost.HostConfigPath, err)
+	}
+	for _, g := range cfg.Bench {
+		for range max(cfg.Rounds, 1) {
+			bench("cvm", testhost.CVMBootArgs(cfg.VMM, g), g)
+			if cfg.QEMU != "" {
+				bench("qemu", testhost.QEMUBootArgs(cfg.QEMU, g), g)
+			}
+		}
+	}
+	for _, bin := range cfg.Tests {
+		runTest(bin)
+	}
+	for i, g := range cfg.Guests {
+		dir := filepath.Join("/tmp", fmt.Sprintf("guest%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		say("start %s", g.Name)
+		rep, err := testhost.Check(context.Background(), testhost.CheckOptions{
+			VMM: cfg.VMM, Guest: g, Dir: dir, Console: &prefixed{prefix: "L2 " + g.Name + "| "},
+		})
+		if err != nil {
+			say("fail %s: %v", g.Name, err)
+			continue
+		}
+		j, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		say("report %s", j)
+		os.RemoveAll(dir)
+	}
+	return nil
+}
+
+// bench times one boot and prints it as a "timing" line.
+func bench(name string, argv []string, g testhost.GuestConfig) {
+	t, err := testhost.TimeBoot(context.Background(), name, argv, &prefixed{prefix: "B " + name + " " + g.Name + "| "})
+	if err != nil {
+		say("fail bench %s %s: %v", name, g.Name, err)
+		return
+	}
+	j, _ := json.Marshal(t)
+	say("timing %s", j)
+}
+
+// runTest runs one Go test binary and prints its outcome as a "test"
+// line; its output goes to the console behind "T <name>| ".
+func runTest(bin string) {
+	name := filepath.Base(bin)
+	var out strings.Builder
+	cmd := exec.Command(bin, "-test.v", "-test.count=1", "-test.timeout=5m")
+	cmd.Dir = "/tmp"
+	cmd.Stdout = io.MultiWriter(&out, &prefixed{prefix: "T " + name + "| "})
+	cmd.Stderr = cmd.Stdout
+	err := cmd.Run()
+	var summary []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "--- ") {
+			summary = append(summary, t)
+		}
+	}
+	if err != nil {
+		summary = append(summary, err.Error())
+	}
+	j, _ := json.Marshal(testhost.TestRun{Name: name, OK: err == nil, Summary: strings.Join(summary, "\n")})
+	say("test %s", j)
+}
+
+func load(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
+		return err
+	}
+	return nil
+}
+
+// prefixed writes each line it is given to stdout behind a prefix.
+type prefixed struct{ prefix string }
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l != "" {
+			io.WriteString(os.Stdout, p.prefix+l)
+		}
+	}
+	return len(b), nil
+}

@@ -1,0 +1,145 @@
+package testhost
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/greatjail/cvm/internal/testhost/wire"
+)
+
+// BootOptions configure the test host.
+type BootOptions struct {
+	QEMU   string // qemu-system-x86_64
+	Kernel string // the test host's kernel (bzImage)
+	Initrd string // HostInitramfs output
+	Memory string // QEMU -m, default 1536M
+	// CPUs is the test host's vCPU count, default 1. With more, the
+	// test host's kernel sometimes oopses on a stale int3 when KVM flips
+	// a static key (live code patching seen by another emulated CPU
+	// running an old translation); one vCPU avoids that, and is not
+	// slower here: the guests' two vCPUs share it.
+	CPUs int
+	// Log receives the test host's serial console (its kernel log, the
+	// hostinit lines and every guest console line, prefixed).
+	Log io.Writer
+}
+
+// HostCmdline is the test host's kernel command line.
+const HostCmdline = "console=ttyS0 panic=-1 rdinit=/init"
+
+// Boot runs the test host until its /init powers it off and returns the
+// reports and test binary outcomes it printed, in order. The error reports a test host failure: QEMU
+// failed, or the host ended without its "done" line or with a "fail" line.
+func Boot(ctx context.Context, o BootOptions) ([]*Report, []TestRun, error) {
+	out, err := BootHost(ctx, o)
+	if out == nil {
+		return nil, nil, err
+	}
+	return out.Reports, out.Tests, err
+}
+
+// hostCrash reports whether a test host console line (not a guest's, which
+// hostinit prefixes) is its kernel's oops or panic.
+func hostCrash(line string) bool {
+	if !strings.HasPrefix(line, "[") {
+		return false
+	}
+	_, msg, _ := strings.Cut(line, "] ")
+	return strings.HasPrefix(msg, "Oops:") || strings.HasPrefix(msg, "Kernel panic") || strings.HasPrefix(msg, "BUG:")
+}
+
+// HostOutput is everything the test host's /init reported.
+type HostOutput struct {
+	Reports []*Report
+	Tests   []TestRun
+	Timings []*Timing
+}
+
+// BootHost is Boot returning timings as well.
+func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
+	if o.Memory == "" {
+		o.Memory = "1536M"
+	}
+	if o.CPUs == 0 {
+		o.CPUs = 1
+	}
+	cmd := exec.CommandContext(ctx, o.QEMU,
+		"-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", fmt.Sprint(o.CPUs), "-m", o.Memory,
+		"-kernel", o.Kernel, "-initrd", o.Initrd, "-append", HostCmdline,
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot")
+	cmd.WaitDelay = 5 * time.Second
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("testhost: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("testhost: start %s: %w", o.QEMU, err)
+	}
+	var ho HostOutput
+	crash := "" // the test host kernel's first oops or panic line
+	var fails []string
+	done := false
+	s := bufio.NewScanner(out)
+	s.Buffer(make([]byte, 64<<10), 4<<20)
+	for s.Scan() {
+		line := strings.TrimRight(s.Text(), "\r")
+		if o.Log != nil {
+			fmt.Fprintln(o.Log, line)
+		}
+		if crash == "" && hostCrash(line) {
+			crash = line
+		}
+		msg, ok := strings.CutPrefix(line, wire.HostPrefix)
+		if !ok {
+			continue
+		}
+		switch word, rest, _ := strings.Cut(msg, " "); word {
+		case "report":
+			var r Report
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				fails = append(fails, fmt.Sprintf("bad report line: %v", err))
+				continue
+			}
+			ho.Reports = append(ho.Reports, &r)
+		case "test":
+			var r TestRun
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				fails = append(fails, fmt.Sprintf("bad test line: %v", err))
+				continue
+			}
+			ho.Tests = append(ho.Tests, r)
+		case "timing":
+			var r Timing
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				fails = append(fails, fmt.Sprintf("bad timing line: %v", err))
+				continue
+			}
+			ho.Timings = append(ho.Timings, &r)
+		case "fail":
+			fails = append(fails, rest)
+		case "done":
+			done = true
+		}
+	}
+	werr := cmd.Wait()
+	if crash != "" {
+		fails = append(fails, "the test host's kernel crashed: "+crash)
+	}
+	switch {
+	case len(fails) > 0:
+		return &ho, fmt.Errorf("testhost: test host failed: %s", strings.Join(fails, "; "))
+	case !done:
+		return &ho, fmt.Errorf("testhost: test host ended before its /init finished (qemu: %v, stderr %q)", werr, stderr.String())
+	case werr != nil:
+		return &ho, fmt.Errorf("testhost: qemu: %w (stderr %q)", werr, stderr.String())
+	}
+	return &ho, nil
+}
