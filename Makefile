@@ -15,7 +15,7 @@ APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2
 
 PREFIX ?= /usr/local
 
-.PHONY: all build install test test-inputs containerd-tools bench fuzz proto proto-check lint demo deps clean
+.PHONY: all build install test test-vm test-inputs containerd-tools bench fuzz proto proto-check lint demo deps clean
 
 all: build
 
@@ -53,7 +53,12 @@ test: deps test-inputs containerd-tools proto-check lint
 	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
 	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 20m ./... 2>&1 | $(BIN)/testreport
 
-## bench: verification throughput per TEE next to its signature-check bound, as ratios
+## test-vm: the VM tier alone: Debian 13 (6.12) and 12 (6.1) guests on our VMM (directly on hardware KVM, else in the QEMU TCG test host), the launch end to end, the shim in microVMs
+test-vm: deps test-inputs containerd-tools
+	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
+	@set -o pipefail; $(GO) test -json -count=1 -timeout 20m ./vmm/vmtest/ ./launcher/ ./launcher/shim/vmtest/ ./guest-agent/dmcrypt/ 2>&1 | $(BIN)/testreport
+
+## bench: side-by-side ratios: verification vs signature bound, measurement vs hash bound, broker releases, launch split (build/boot/attest/unlock), our VMM vs QEMU microvm (boot, memory), disk encryption vs raw XTS
 bench: test-inputs
 	@$(GO) build -o $(BIN)/benchratio ./internal/tools/benchratio
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./... 2>&1 | $(BIN)/benchratio
