@@ -69,7 +69,7 @@ func TestUnlockInGuest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mods, err := testhost.Modules(k.Modules, guestModules...)
+			mods, err := testhost.Modules(k, guestModules...)
 			if err != nil {
 				t.Fatal(err)
 			}
