@@ -34,6 +34,9 @@ func (Builtin) Accel() string { return "kvm" }
 // Config returns the vmm.Config the builtin engine runs for m, reading the
 // kernel and initramfs. Console is left nil.
 func (b Builtin) Config(m Machine) (vmm.Config, error) {
+	if m.QMPSocket != "" || m.HotplugPorts != 0 {
+		return vmm.Config{}, errors.New("builtin engine: no QMP monitor and no disk hot-plug (Machine.QMPSocket, HotplugPorts): use the qemu engine")
+	}
 	kernel, err := os.ReadFile(m.Kernel)
 	if err != nil {
 		return vmm.Config{}, fmt.Errorf("builtin engine: kernel: %w", err)
@@ -65,6 +68,19 @@ func (b Builtin) Start(ctx context.Context, m Machine) (Handle, error) {
 		return nil, fmt.Errorf("builtin engine: console log: %w", err)
 	}
 	cfg.Console = console
+	// The engine log gets the VM's shape and how it ended, as QEMU's
+	// stderr does for the qemu engine: the launcher names it on failure.
+	elog := io.Discard
+	var elogFile *os.File
+	if m.EngineLog != "" {
+		if elogFile, err = os.OpenFile(m.EngineLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+			console.Close()
+			return nil, fmt.Errorf("builtin engine: %w", err)
+		}
+		elog = elogFile
+	}
+	fmt.Fprintf(elog, "builtin engine: %s: %d vCPUs, %d MiB, disk %s, vsock %s, cmdline %q\n",
+		m.Kernel, cfg.VCPUs, cfg.MemorySize>>20, m.Disk, m.LinkSocket, cfg.Cmdline)
 	// The VM lives until Kill or its own power-off, not until ctx ends:
 	// the caller shuts it down gracefully first.
 	vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -80,6 +96,14 @@ func (b Builtin) Start(ctx context.Context, m Machine) (Handle, error) {
 			h.err = fmt.Errorf("builtin engine: %w", err)
 		case res != nil && res.Reason != vmm.ReasonPowerOff:
 			h.err = fmt.Errorf("builtin engine: the guest stopped with %s", res.Reason)
+		}
+		if h.err != nil {
+			fmt.Fprintln(elog, h.err)
+		} else {
+			fmt.Fprintln(elog, "builtin engine: the guest powered off")
+		}
+		if elogFile != nil {
+			elogFile.Close()
 		}
 	}()
 	return h, nil
@@ -107,12 +131,21 @@ func (h *builtinHandle) Link(ctx context.Context) (io.ReadWriteCloser, error) {
 		}
 		select {
 		case <-h.exited:
-			return nil, fmt.Errorf("%w: %v", ErrStopped, h.err)
+			return nil, h.stoppedErr()
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		case <-time.After(linkRetry):
 		}
 	}
+}
+
+// stoppedErr is Link's error once the VM has stopped.
+func (h *builtinHandle) stoppedErr() error {
+	why := "the guest powered off"
+	if h.err != nil {
+		why = h.err.Error()
+	}
+	return fmt.Errorf("%w: %s", ErrStopped, why)
 }
 
 // DialVsock connects to guest vsock port through a Firecracker-style hybrid

@@ -297,3 +297,129 @@ func TestProbeKVM(t *testing.T) {
 		t.Errorf("probeKVM(/dev/null) = %v, want a KVM_GET_API_VERSION error", err)
 	}
 }
+
+// TestQEMUArgsExact pins the whole command line: a Machine without
+// QMPSocket and HotplugPorts (the launcher's) gives exactly the command
+// line of before those fields existed; with them, the monitor and the
+// root ports come after it.
+func TestQEMUArgsExact(t *testing.T) {
+	m := Machine{Kernel: "/k/vmlinuz", Initrd: "/s/initrd", Cmdline: "console=ttyS0 panic=-1 quiet",
+		VCPUs: 1, Memory: 512 << 20, Disk: "/d/disk.img", LinkSocket: "/s/link.sock", ConsoleLog: "/s/console.log"}
+	launcher := []string{
+		"-nodefaults", "-no-user-config", "-no-reboot",
+		"-display", "none", "-nic", "none",
+		"-machine", "q35",
+		"-accel", "tcg", "-cpu", "max",
+		"-m", "512M", "-smp", "1",
+		"-kernel", "/k/vmlinuz", "-initrd", "/s/initrd", "-append", "console=ttyS0 panic=-1 quiet",
+		"-chardev", "file,id=console,path=/s/console.log",
+		"-serial", "chardev:console",
+		"-drive", "file=/d/disk.img,if=none,id=disk0,format=raw,cache=none,aio=threads",
+		"-device", "virtio-blk-pci,drive=disk0",
+		"-device", "virtio-rng-pci",
+		"-device", "virtio-serial-pci",
+		"-chardev", "socket,id=link,path=/s/link.sock",
+		"-device", "virtserialport,chardev=link,name=cvm.link",
+	}
+	pod := m
+	pod.QMPSocket, pod.HotplugPorts = "/h/q,mp", 2
+	for _, tc := range []struct {
+		name string
+		m    Machine
+		want []string
+	}{
+		{"launcher", m, launcher},
+		{"pod", pod, append(slices.Clone(launcher),
+			"-qmp", "unix:/h/q,,mp,server=on,wait=off",
+			"-device", "pcie-root-port,id=cvm.hp0,chassis=1,io-reserve=0",
+			"-device", "pcie-root-port,id=cvm.hp1,chassis=2,io-reserve=0")},
+	} {
+		if diff := cmp.Diff(tc.want, (&QEMU{}).Args(tc.m)); diff != "" {
+			t.Errorf("%s: QEMU command line (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
+func TestHotplugLimits(t *testing.T) {
+	m := fakeMachine(t)
+	m.HotplugPorts = MaxHotplugPorts + 1
+	if _, err := (&QEMU{Binary: "true"}).Start(context.Background(), m); err == nil || !strings.Contains(err.Error(), "hot-plug ports") {
+		t.Errorf("Start with %d hot-plug ports: %v, want a refusal", m.HotplugPorts, err)
+	}
+	m.HotplugPorts = 1
+	if _, err := (Builtin{}).Config(m); err == nil || !strings.Contains(err.Error(), "hot-plug") {
+		t.Errorf("builtin with hot-plug ports: %v, want a refusal", err)
+	}
+}
+
+// synthBzImage is a minimal bzImage the VMM's loader accepts: 4 setup
+// sectors after the boot sector, then 0x400 bytes of protected-mode code.
+func synthBzImage() []byte {
+	b := make([]byte, 5*512+0x400)
+	le16 := func(off int, v uint16) { b[off], b[off+1] = byte(v), byte(v>>8) }
+	le32 := func(off int, v uint32) { le16(off, uint16(v)); le16(off+2, uint16(v>>16)) }
+	b[0x1f1] = 4
+	le16(0x1fe, 0xaa55)
+	b[0x200], b[0x201] = 0xeb, 0x6a
+	copy(b[0x202:], "HdrS")
+	le16(0x206, 0x020f)
+	b[0x211] = 1
+	le32(0x22c, 0x7fffffff)
+	le32(0x230, 0x200000)
+	b[0x234] = 1
+	le16(0x236, 0x7f)
+	le32(0x238, 2047)
+	le32(0x258, 0x1000000)
+	le32(0x260, 0x400000)
+	return b
+}
+
+// A VM that cannot start (no KVM at KVMPath) ends Link with ErrStopped
+// and VMM's error, and the engine log says what was started and how it
+// ended.
+func TestBuiltinEngineLog(t *testing.T) {
+	d := t.TempDir()
+	m := Machine{
+		Kernel: filepath.Join(d, "bzImage"), Initrd: filepath.Join(d, "initrd"), Disk: filepath.Join(d, "disk.img"),
+		Cmdline: "console=ttyS0", Memory: 64 << 20, VCPUs: 1,
+		LinkSocket: filepath.Join(d, "link.sock"), ConsoleLog: filepath.Join(d, "console.log"), EngineLog: filepath.Join(d, "engine.log"),
+	}
+	for name, b := range map[string][]byte{m.Kernel: synthBzImage(), m.Initrd: []byte("initrd"), m.Disk: make([]byte, 1<<20)} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kvm := filepath.Join(d, "no-kvm")
+	h, err := Builtin{KVMPath: kvm}.Start(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := h.Link(ctx); !errors.Is(err, ErrStopped) || !strings.Contains(err.Error(), kvm) {
+		t.Errorf("Link = %v, want ErrStopped naming %s", err, kvm)
+	}
+	werr := h.Wait()
+	if werr == nil || !strings.Contains(werr.Error(), kvm) {
+		t.Errorf("Wait = %v, want an error naming %s", werr, kvm)
+	}
+	b, err := os.ReadFile(m.EngineLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "builtin engine: "+m.Kernel+": 1 vCPUs, 64 MiB") || werr == nil || lines[1] != werr.Error() {
+		t.Errorf("engine log:\n%s\nwant the VM's shape, then Wait's error %v", b, werr)
+	}
+}
+
+// A guest that powered off before its link came up: ErrStopped says so.
+func TestBuiltinLinkPoweredOff(t *testing.T) {
+	h := &builtinHandle{uds: filepath.Join(t.TempDir(), "none.sock"), exited: make(chan struct{}), cancel: func() {}}
+	close(h.exited)
+	_, err := h.Link(context.Background())
+	if !errors.Is(err, ErrStopped) || !strings.HasSuffix(err.Error(), ": the guest powered off") {
+		t.Errorf("Link = %v, want ErrStopped ending in \"the guest powered off\"", err)
+	}
+}

@@ -1,0 +1,235 @@
+//go:build linux
+
+// Command launchinit is the /init of the test host of package
+// launcher/builtintest: inside QEMU (TCG, -cpu max) it loads the modules in
+// /etc/modules (irqbypass, kvm, kvm-amd), brings up loopback, starts the key
+// broker, registers the launch with it and runs each `cvm launch` of
+// /etc/cvmtest/launch.json, printing each outcome as one
+// "CVMHOST: launch {json}" line on the console, then powers off.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/greatjail/cvm/internal/testhost/wire"
+	"github.com/greatjail/cvm/launcher/builtintest"
+)
+
+var mu sync.Mutex // serialises console lines
+
+func say(format string, a ...any) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
+}
+
+func main() {
+	say("up")
+	if err := run(); err != nil {
+		say("fail %v", err)
+	}
+	say("done")
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		say("fail poweroff: %v", err)
+	}
+	select {}
+}
+
+// Bounds on hangs (TCG nested guests are slow; these bound a hang, not a
+// speed).
+const (
+	readyWait  = 2 * time.Minute
+	launchWait = 8 * time.Minute
+	setupWait  = 2 * time.Minute
+)
+
+func run() error {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	list, err := os.ReadFile(wire.ModuleList)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(list)) {
+		if err := load("/lib/modules/" + name + ".ko"); err != nil {
+			return fmt.Errorf("load module %s: %w", name, err)
+		}
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
+	}
+	say("kvm ready")
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(builtintest.ConfigPath)
+	if err != nil {
+		return err
+	}
+	var cfg builtintest.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", builtintest.ConfigPath, err)
+	}
+	env := append(os.Environ(), cfg.Env...)
+
+	broker := exec.Command(cfg.Broker[0], cfg.Broker[1:]...)
+	broker.Env = env
+	broker.Stdout, broker.Stderr = &prefixed{prefix: "KBS| "}, &prefixed{prefix: "KBS| "}
+	if err := broker.Start(); err != nil {
+		return fmt.Errorf("start the broker %s: %w", cfg.Broker[0], err)
+	}
+	defer func() {
+		broker.Process.Signal(syscall.SIGTERM)
+		broker.Wait()
+	}()
+	if err := ready(env, cfg.Ready); err != nil {
+		return err
+	}
+	say("broker ready")
+	for _, argv := range cfg.Setup {
+		ctx, cancel := context.WithTimeout(context.Background(), setupWait)
+		out, err := command(ctx, env, argv).CombinedOutput()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+		}
+		say("setup ok: %s", strings.Join(argv, " "))
+	}
+	for _, c := range cfg.Cases {
+		say("start %s", c.Name)
+		r := launch(env, c)
+		j, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		say("%s %s", builtintest.LaunchWord, j)
+	}
+	return nil
+}
+
+// ready retries argv until it succeeds.
+func ready(env, argv []string) error {
+	deadline := time.Now().Add(readyWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := command(ctx, env, argv).CombinedOutput()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the broker is not ready after %v: %s: %w\n%s", readyWait, strings.Join(argv, " "), err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// launch runs one case and copies its state directory's logs to the
+// console.
+func launch(env []string, c builtintest.Case) builtintest.Result {
+	ctx, cancel := context.WithTimeout(context.Background(), launchWait)
+	defer cancel()
+	cmd := command(ctx, env, c.Argv)
+	var so, se bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&so, &prefixed{prefix: "L " + c.Name + " out| "})
+	cmd.Stderr = io.MultiWriter(&se, &prefixed{prefix: "L " + c.Name + " err| "})
+	start := time.Now()
+	err := cmd.Run()
+	r := builtintest.Result{Name: c.Name, ExitCode: -1, Seconds: time.Since(start).Seconds()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		r.ExitCode = 0
+	case errors.As(err, &ee) && ee.Exited():
+		r.ExitCode = ee.ExitCode()
+	default:
+		r.Err = err.Error()
+	}
+	r.Stdout, r.Stderr = so.String(), se.String()
+	if c.StateDir != "" {
+		for _, f := range []string{"console.log", "agent.log", "engine.log"} {
+			if b, err := os.ReadFile(filepath.Join(c.StateDir, f)); err == nil {
+				(&prefixed{prefix: "S " + c.Name + " " + f + "| "}).Write(b)
+			}
+		}
+	}
+	return r
+}
+
+func command(ctx context.Context, env, argv []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = "/tmp"
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// loopbackUp brings lo up; the kernel gives it 127.0.0.1/8.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: SIOCGIFFLAGS lo: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: SIOCSIFFLAGS lo up: %w", err)
+	}
+	return nil
+}
+
+func load(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
+		return err
+	}
+	return nil
+}
+
+// prefixed writes each line it is given to stdout behind a prefix.
+type prefixed struct{ prefix string }
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l != "" {
+			if !strings.HasSuffix(l, "\n") {
+				l += "\n"
+			}
+			io.WriteString(os.Stdout, p.prefix+l)
+		}
+	}
+	return len(b), nil
+}
