@@ -122,14 +122,32 @@ func Build(s Spec) (*Launch, error) {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
 	l.Initramfs = buf.Bytes()
-	p, err := vmm.Plan(l.vmmConfig())
-	if err != nil {
-		return nil, fmt.Errorf("%w: launch plan: %w", ErrInvalid, err)
-	}
-	if l.Digest, err = snpmeasure.PlanDigest(p); err != nil {
-		return nil, fmt.Errorf("launch plan digest: %w", err)
+	if l.Digest, err = planDigest(l.vmmConfig()); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// PlanDigest is the measurement of a guest that starts from these bytes:
+// snpmeasure.PlanDigest of the vmm.Plan of kernel (the bzImage's bytes),
+// initrd, cmdline, vcpus and memory (bytes), with one disk, entropy and
+// vsock, as for every launch and on every engine. Build uses it for
+// `cvm launch`, and the shim for a confidential pod's launch.
+func PlanDigest(kernel, initrd []byte, cmdline string, vcpus int, memory uint64) ([48]byte, error) {
+	l := &Launch{KernelRaw: kernel, Initramfs: initrd, Cmdline: cmdline, VCPUs: vcpus, Memory: memory}
+	return planDigest(l.vmmConfig())
+}
+
+func planDigest(c vmm.Config) ([48]byte, error) {
+	p, err := vmm.Plan(c)
+	if err != nil {
+		return [48]byte{}, fmt.Errorf("%w: launch plan: %w", ErrInvalid, err)
+	}
+	d, err := snpmeasure.PlanDigest(p)
+	if err != nil {
+		return [48]byte{}, fmt.Errorf("launch plan digest: %w", err)
+	}
+	return d, nil
 }
 
 // vmmConfig is the configuration whose plan is measured: the same for every

@@ -24,6 +24,60 @@ const (
 	maxGuestStreams = 16
 )
 
+// HostOptions configure the host side of a link (ServeLink).
+type HostOptions struct {
+	// KBS is the key broker, HOST:PORT as the host reaches it. The guest's
+	// kbs streams are relayed there (bounded dial retries). "" closes every
+	// kbs stream at once (a plain pod has no broker).
+	KBS string
+	// PSP signs the guest's psp requests (SimPSP, tee sim only); nil
+	// refuses every psp request.
+	PSP func(link.PSPRequest) (report, certTable []byte, err error)
+	// AgentLog receives the agent's log stream and the host's own notes
+	// about the link; nil discards them.
+	AgentLog io.Writer
+}
+
+// LinkHost is the host side of one link being served (ServeLink).
+type LinkHost struct {
+	h    *host
+	done chan struct{} // closed when serve returned
+}
+
+// ServeLink serves the streams the guest opens on s, each on its own
+// goroutine, until the session ends: kbs (relayed to o.KBS with bounded
+// retries), psp (o.PSP) and log (o.AgentLog). At most 16 guest streams
+// are served at once. ctx ends the relays. `cvm launch` and the shim's
+// confidential pods both use it.
+func ServeLink(ctx context.Context, s *link.Session, o HostOptions) *LinkHost {
+	l := &LinkHost{h: &host{kbsAddr: o.KBS, psp: o.PSP, agentLog: o.AgentLog}, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.h.serve(ctx, s)
+	}()
+	return l
+}
+
+// Wait waits until the session has ended and every stream goroutine has
+// returned. Close the session (or end ctx and the session) first.
+func (l *LinkHost) Wait() {
+	<-l.done
+	l.h.wait()
+}
+
+// KBSState returns the last broker dial failure (nil if the last dial
+// worked or there was none) and whether any dial reached the broker: what
+// a launch's error message says when the guest found the broker
+// unavailable.
+func (l *LinkHost) KBSState() (lastErr error, reached bool) { return l.h.kbsState() }
+
+// SimPSP returns the PSP of a simulated TEE for HostOptions.PSP: it signs,
+// with authority a, reports whose MEASUREMENT is measurement (the launch
+// plan's digest, PlanDigest).
+func SimPSP(a *sim.Authority, measurement [48]byte) (func(link.PSPRequest) (report, certTable []byte, err error), error) {
+	return simPSP(a, measurement)
+}
+
 // host serves the streams the guest opens on the link: kbs (relayed to the
 // broker), psp (the simulated PSP, tee sim only) and log (the agent's log).
 type host struct {
@@ -116,6 +170,10 @@ func (h *host) kbsState() (lastErr error, reached bool) {
 // either side closes. On failure it closes the guest's stream, which the
 // agent sees as the broker being unavailable.
 func (h *host) relay(ctx context.Context, guest net.Conn) {
+	if h.kbsAddr == "" {
+		h.logf("the guest opened a kbs stream, and this VM has no key broker: closing it")
+		return
+	}
 	b, err := h.dialKBS(ctx)
 	h.mu.Lock()
 	h.kbsErr = err

@@ -221,3 +221,40 @@ func TestHostCapsGuestStreams(t *testing.T) {
 		t.Errorf("host log does not name the refusal: %q", log)
 	}
 }
+
+// TestServeLink: the exported host side. With no broker, a kbs stream is
+// closed at once (no dial) and noted in the agent log; the agent's log
+// stream lands in AgentLog; Wait returns once the session has ended.
+func TestServeLink(t *testing.T) {
+	hs, gs := linkPair(t)
+	var log syncBuf
+	lh := ServeLink(context.Background(), hs, HostOptions{AgentLog: &log})
+	k, err := gs.Open(link.KindKBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := k.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("kbs stream with no broker: read %d, %v; want it closed", n, err)
+	}
+	l, err := gs.Open(link.KindLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(l, "agent: hello\n")
+	l.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "agent: hello") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	hs.Close()
+	lh.Wait()
+	for _, want := range []string{"no key broker", "agent: hello"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("agent log lacks %q:\n%s", want, log.String())
+		}
+	}
+	if err, reached := lh.KBSState(); err != nil || reached {
+		t.Errorf("KBSState = %v, %v; want no dial at all", err, reached)
+	}
+}

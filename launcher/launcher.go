@@ -260,3 +260,9 @@ func readCA(path string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// ReadCA reads a key broker CA file (PEM, one or more certificates) as
+// the measured launch configuration carries it: the certificates
+// re-encoded canonically, in file order. The shim's confidential pods use
+// it too, so the same file always gives the same measurement.
+func ReadCA(path string) ([]byte, error) { return readCA(path) }

@@ -101,7 +101,10 @@ type run struct {
 	start time.Time
 	dir   string
 	temp  bool // dir is a temporary directory of ours
-	host  *host
+	// hostOpts configure the host side of the link; linkHost serves it
+	// once the guest is up (nil before).
+	hostOpts HostOptions
+	linkHost *LinkHost
 	// link is the host's end of the link; nil before the guest is up.
 	link *link.Session
 	// stopStreams ends the streams host serves (set with link).
@@ -145,13 +148,13 @@ func (r *run) run(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrLaunch, err)
 	}
 	defer agentLog.Close()
-	r.host = &host{kbsAddr: s.KBS, agentLog: agentLog}
+	r.hostOpts = HostOptions{KBS: s.KBS, AgentLog: agentLog}
 	if s.TEE == "sim" {
 		a, err := s.loadSim()
 		if err != nil {
 			return err
 		}
-		if r.host.psp, err = simPSP(a, l.Digest); err != nil {
+		if r.hostOpts.PSP, err = SimPSP(a, l.Digest); err != nil {
 			return fmt.Errorf("%w: %w", ErrLaunch, err)
 		}
 	}
@@ -272,7 +275,7 @@ func (r *run) boot(ctx context.Context, timeout time.Duration) (agentv1.AgentCli
 	// still goes over the link after an interrupt).
 	sctx, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
 	r.stopStreams = stopStreams
-	go r.host.serve(sctx, sess)
+	r.linkHost = ServeLink(sctx, sess, r.hostOpts)
 	stream, err := sess.Open(link.KindTTRPC)
 	if err != nil {
 		return nil, nil, fail("opening the agent stream", err)
@@ -302,7 +305,11 @@ func (r *run) launchError(err error) error {
 	case codes.PermissionDenied:
 		return ErrDenied
 	case codes.Unavailable:
-		kerr, reached := r.host.kbsState()
+		var kerr error
+		var reached bool
+		if r.linkHost != nil {
+			kerr, reached = r.linkHost.KBSState()
+		}
 		switch {
 		case kerr != nil:
 			return fmt.Errorf("%w at %s: %w", ErrUnreachable, r.spec.KBS, kerr)
@@ -424,8 +431,8 @@ func (r *run) finish(err error) {
 		r.stopStreams()
 		r.link.Close()
 	}
-	if r.host != nil {
-		r.host.wait()
+	if r.linkHost != nil {
+		r.linkHost.Wait()
 	}
 	if r.dir == "" {
 		return

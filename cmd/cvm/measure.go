@@ -84,7 +84,7 @@ metadata does not describe them are refused.`,
 	}
 	tdx.Flags().StringVar(&tdxFirmware, "firmware", "", "TDVF/OVMF image")
 	tdx.Flags().BoolVar(&tdxJSON, "json", false, "print a reference-value document")
-	c.AddCommand(snp, tdx, newMeasureLaunch())
+	c.AddCommand(snp, tdx, newMeasureLaunch(), newMeasurePod())
 	return c
 }
 

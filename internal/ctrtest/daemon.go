@@ -58,6 +58,9 @@ func FindCrictl(t testing.TB) string {
 type Runtime struct {
 	Handler string // CRI handler, e.g. "cvm"
 	Type    string // runtime_type, e.g. io.containerd.cvm.v2
+	// Options is the body of the runtime's options table (TOML lines),
+	// which CRI passes to the shim as runtime options; "" for none.
+	Options string
 }
 
 // Config configures a daemon.
@@ -119,6 +122,9 @@ func Start(t testing.TB, tc Toolchain, cfg Config) *Daemon {
 	fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n  Root = %q\n", filepath.Join(dir, "runc"))
 	for _, r := range cfg.Runtimes {
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s]\n  runtime_type = %q\n  privileged_without_host_devices = true\n  pod_annotations = [\"io.cvm.*\"]\n", r.Handler, r.Type)
+		if r.Options != "" {
+			fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s.options]\n%s\n", r.Handler, r.Options)
+		}
 	}
 	fmt.Fprintf(&b, "[plugins.'io.containerd.snapshotter.v1.overlayfs']\n  root_path = %q\n", filepath.Join(dir, "root", "overlayfs"))
 	conf := filepath.Join(dir, "config.toml")

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // Machine is one guest to start. Every file is read by the engine; the
@@ -36,7 +37,25 @@ type Machine struct {
 	ConsoleLog string
 	// EngineLog receives the engine's own diagnostics (QEMU's stderr).
 	EngineLog string
+	// QMPSocket, when set, is a Unix socket path on which QEMU serves its
+	// monitor protocol (QMP) to one client at a time (server=on,wait=off:
+	// QEMU creates it while starting; dial it once Link has returned, and
+	// retry while it does not exist yet). The qemu engine only; "" means
+	// no monitor.
+	QMPSocket string
+	// HotplugPorts is how many empty PCIe root ports the guest gets for
+	// devices added later through QMP (q35's root bus takes no hot-plugged
+	// device). Port i has the QMP bus id HotplugPortID(i). The qemu engine
+	// only; 0 means none.
+	HotplugPorts int
 }
+
+// MaxHotplugPorts bounds Machine.HotplugPorts.
+const MaxHotplugPorts = 32
+
+// HotplugPortID is the QMP bus id of hot-plug port i (device_add
+// ...,bus=HotplugPortID(i)).
+func HotplugPortID(i int) string { return "cvm.hp" + strconv.Itoa(i) }
 
 // Handle is a started guest.
 type Handle interface {

@@ -47,13 +47,15 @@ func (q *QEMU) Accel() string {
 	return "tcg"
 }
 
-// Args returns QEMU's command line (without the binary) for m.
+// Args returns QEMU's command line (without the binary) for m. A Machine
+// with no QMPSocket and no HotplugPorts gives the launcher's command line,
+// unchanged; those add, at the end, the monitor socket and the root ports.
 func (q *QEMU) Args(m Machine) []string {
 	cpu := "max"
 	if q.KVM {
 		cpu = "host"
 	}
-	return []string{
+	args := []string{
 		"-nodefaults", "-no-user-config", "-no-reboot",
 		"-display", "none", "-nic", "none",
 		"-machine", "q35",
@@ -70,6 +72,15 @@ func (q *QEMU) Args(m Machine) []string {
 		"-chardev", "socket,id=link,path=" + qemuEscape(m.LinkSocket),
 		"-device", "virtserialport,chardev=link,name=cvm.link",
 	}
+	if m.QMPSocket != "" {
+		args = append(args, "-qmp", "unix:"+qemuEscape(m.QMPSocket)+",server=on,wait=off")
+	}
+	for i := range m.HotplugPorts {
+		// io-reserve=0: a virtio-blk-pci device needs no I/O ports, and
+		// each port would otherwise reserve 4 KiB of the 64 KiB I/O space.
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,io-reserve=0", HotplugPortID(i), i+1))
+	}
+	return args
 }
 
 // qemuEscape escapes a value inside a QEMU option list (a comma is doubled).
@@ -87,6 +98,15 @@ func (q *QEMU) Start(ctx context.Context, m Machine) (Handle, error) {
 	}
 	if m.Memory%(1<<20) != 0 || m.Memory == 0 {
 		return nil, fmt.Errorf("qemu engine: memory %d is not a positive multiple of 1 MiB", m.Memory)
+	}
+	if m.HotplugPorts < 0 || m.HotplugPorts > MaxHotplugPorts {
+		return nil, fmt.Errorf("qemu engine: %d hot-plug ports: want 0..%d", m.HotplugPorts, MaxHotplugPorts)
+	}
+	if m.QMPSocket != "" {
+		// A socket left by an earlier run would make QEMU fail to bind.
+		if err := os.Remove(m.QMPSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("qemu engine: QMP socket %s: %w", m.QMPSocket, err)
+		}
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: m.LinkSocket, Net: "unix"})
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/greatjail/cvm/internal/ctrtest"
+	"github.com/greatjail/cvm/launcher/shim"
+	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
 const (
@@ -79,9 +81,15 @@ func TestMain(m *testing.M) {
 // "cvm") and the test images imported.
 func daemon(t *testing.T, tc ctrtest.Toolchain) *ctrtest.Daemon {
 	bin := fixture(t)
+	// Runtime options as a node would set them: a ConfigPath file, or the
+	// keys in the options table itself (CRI passes it as ConfigBody).
+	opts := filepath.Join(t.TempDir(), "cvm-shim.toml")
+	write(t, opts, "vcpus = 3\nmemory = \"1G\"\n")
 	d := ctrtest.Start(t, tc, ctrtest.Config{
-		PathDirs:     []string{bin},
-		Runtimes:     []ctrtest.Runtime{{Handler: "cvm", Type: runtimeType}},
+		PathDirs: []string{bin},
+		Runtimes: []ctrtest.Runtime{{Handler: "cvm", Type: runtimeType},
+			{Handler: "cvmpath", Type: runtimeType, Options: "ConfigPath = " + strconv.Quote(opts)},
+			{Handler: "cvmbody", Type: runtimeType, Options: "vcpus = 2\nrootfs = \"erofs\""}},
 		SandboxImage: pauseImage,
 	})
 	prog := filepath.Join(bin, "prog")
@@ -115,6 +123,7 @@ func TestContainerd(t *testing.T) {
 			t.Run("detached exec kill delete", func(t *testing.T) { testDetached(t, d) })
 			t.Run("kill the shim", func(t *testing.T) { testKillShim(t, d) })
 			t.Run("crictl pod", func(t *testing.T) { testCrictl(t, d) })
+			t.Run("runtime options", func(t *testing.T) { testRuntimeOptions(t, d) })
 			if pids := d.ProcessesUnder(); len(pids) != 0 {
 				t.Errorf("shims still running after every task was deleted: %v", pids)
 			}
@@ -407,4 +416,64 @@ func write(t *testing.T, path, s string) {
 func jsonStrings(ss []string) (string, error) {
 	b, err := json.Marshal(ss)
 	return string(b), err
+}
+
+// testRuntimeOptions: the runtime options reach the shim's NewSandbox
+// (the fixture records what shim.ParseRuntimeOptions made of them in
+// $CVMTEST_SANDBOX_DIR/<pod>.runtime-options.json): from `ctr run
+// --runtime-config-path`, from a CRI options table with ConfigPath, and
+// from one with the keys themselves (ConfigBody). A file with an unknown
+// key fails the run, naming the key.
+func testRuntimeOptions(t *testing.T, d *ctrtest.Daemon) {
+	recorded := func(pod string) shim.VMOptions {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(d.Dir, "sb", pod+".runtime-options.json"))
+		if err != nil {
+			t.Fatalf("the shim recorded no runtime options for pod %s: %v", pod, err)
+		}
+		var o shim.VMOptions
+		if err := json.Unmarshal(b, &o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	file := filepath.Join(d.Dir, "ctr-options.json")
+	write(t, file, `{"vcpus":4,"memory":"256M"}`)
+	if out, errOut, code := d.Ctr(t, 60*time.Second, "run", "--rm", "--runtime", runtimeType, "--runtime-config-path", file,
+		image, "ro-ctr", "/bin/prog", "echo", "x"); code != 0 {
+		t.Fatalf("ctr run --runtime-config-path: exit %d: %s%s", code, out, errOut)
+	}
+	if diff := cmp.Diff(shim.VMOptions{VCPUs: 4, Memory: 256 << 20}, recorded("ro-ctr")); diff != "" {
+		t.Errorf("ctr --runtime-config-path options (-want +got):\n%s", diff)
+	}
+	bad := filepath.Join(d.Dir, "bad-options.toml")
+	write(t, bad, "vcpu = 4\n")
+	if out, errOut, code := d.Ctr(t, 60*time.Second, "run", "--rm", "--runtime", runtimeType, "--runtime-config-path", bad,
+		image, "ro-bad", "/bin/prog", "echo", "x"); code == 0 || out != "" || !strings.Contains(errOut, "unknown keys vcpu") {
+		t.Errorf("ctr run with an unknown option key: exit %d, %q, %q; want a failure naming the key", code, out, errOut)
+	}
+	d.Ctr(t, 20*time.Second, "container", "delete", "ro-bad")
+
+	crictl := ctrtest.FindCrictl(t)
+	for _, tc := range []struct {
+		handler string
+		want    shim.VMOptions
+	}{
+		{"cvmpath", shim.VMOptions{VCPUs: 3, Memory: 1 << 30}},
+		{"cvmbody", shim.VMOptions{VCPUs: 2, Format: rootimage.EROFS}},
+	} {
+		pod := filepath.Join(d.Dir, tc.handler+"-pod.json")
+		write(t, pod, `{"metadata":{"name":"`+tc.handler+`","namespace":"default","uid":"u-`+tc.handler+`","attempt":1},
+"linux":{"security_context":{"namespace_options":{"network":2}}}}`)
+		out, errOut, code := d.Crictl(t, crictl, 90*time.Second, "runp", "--runtime", tc.handler, pod)
+		if code != 0 {
+			t.Fatalf("crictl runp --runtime %s: exit %d: %s%s", tc.handler, code, out, errOut)
+		}
+		id := strings.TrimSpace(out)
+		if diff := cmp.Diff(tc.want, recorded(id)); diff != "" {
+			t.Errorf("CRI options of runtime %s (-want +got):\n%s", tc.handler, diff)
+		}
+		d.Crictl(t, crictl, 60*time.Second, "stopp", id)
+		d.Crictl(t, crictl, 60*time.Second, "rmp", id)
+	}
 }

@@ -5,25 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/greatjail/cvm/launcher/engine"
 )
 
-// Disk hot-plug on the qemu engine. The engine (launcher/engine, owned by
-// the launcher) has no QMP socket and no hot-plug slots yet, so the shim
-// runs QEMU through a small wrapper script that appends them to the
-// engine's command line: a QMP server socket and DefaultHotplugSlots
-// PCIe root ports (q35's root bus takes no hot-plugged device). Each
-// container after the first gets its image as a read-only virtio-blk-pci
-// disk on a free port, named by a serial the guest looks up in
-// /sys/block/*/serial. When the engine grows Machine.QMPSocket and
-// hot-plug ports, the wrapper goes away.
+// Disk hot-plug on the qemu engine. The engine gives QEMU a QMP socket
+// (engine.Machine.QMPSocket) and empty PCIe root ports
+// (Machine.HotplugPorts; q35's root bus takes no hot-plugged device). Each
+// container after the pod's first gets its image as a read-only
+// virtio-blk-pci disk on a free port, named by a serial the guest looks
+// up in /sys/block/*/serial.
 
 // DefaultHotplugSlots is how many disks can be hot-plugged at once (each
 // container but the pod's first holds one while it exists).
@@ -50,39 +44,13 @@ type hpDisk struct {
 	node, device string
 }
 
-// wrapQEMU returns a copy of q whose binary is a wrapper script in dir that
-// adds the QMP socket (dir/qmp) and slots hot-plug root ports.
-func wrapQEMU(q *engine.QEMU, dir string, slots int) (*engine.QEMU, *hotplug, error) {
-	bin, err := exec.LookPath(cmpOr(q.Binary, engine.QEMUBinary))
-	if err != nil {
-		return nil, nil, fmt.Errorf("shim: qemu engine: %w", err)
-	}
-	qmpPath := filepath.Join(dir, "qmp")
-	args := []string{"-qmp", "unix:" + qmpPath + ",server=on,wait=off"}
-	for i := range slots {
-		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,io-reserve=0", slotBus(i), i+1))
-	}
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# QEMU with a QMP socket and disk hot-plug ports (launcher/shim/hotplug.go).\nexec ")
-	b.WriteString(shellQuote(bin))
-	b.WriteString(` "$@"`)
-	for _, a := range args {
-		b.WriteString(" " + shellQuote(a))
-	}
-	b.WriteString("\n")
-	wrapper := filepath.Join(dir, "qemu")
-	if err := os.WriteFile(wrapper, []byte(b.String()), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("shim: qemu wrapper: %w", err)
-	}
-	w := *q
-	w.Binary = wrapper
-	return &w, &hotplug{qmpPath: qmpPath, slots: make([]string, slots), disks: map[string]hpDisk{}}, nil
+// newHotplug returns the hot-plug state of a VM whose QMP socket is
+// qmpPath and which has slots hot-plug ports.
+func newHotplug(qmpPath string, slots int) *hotplug {
+	return &hotplug{qmpPath: qmpPath, slots: make([]string, slots), disks: map[string]hpDisk{}}
 }
 
-func slotBus(i int) string { return "cvm.hp" + strconv.Itoa(i) }
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+func slotBus(i int) string { return engine.HotplugPortID(i) }
 
 // connect dials QMP as soon as QEMU has made the socket: QEMU connects
 // the link (so Link returns) possibly before it creates the QMP socket.

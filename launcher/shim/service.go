@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
@@ -133,7 +134,7 @@ func (s *Service) proc(id, execID string) (*ctask, *proc, error) {
 }
 
 // sandbox returns the pod's sandbox, starting it for the first task.
-func (s *Service) sandbox(ctx context.Context, bundle, id string) (Sandbox, error) {
+func (s *Service) sandbox(ctx context.Context, bundle, id string, options *anypb.Any) (Sandbox, error) {
 	s.sbMu.Lock()
 	defer s.sbMu.Unlock()
 	if s.sb != nil {
@@ -143,7 +144,7 @@ func (s *Service) sandbox(ctx context.Context, bundle, id string) (Sandbox, erro
 	if err != nil {
 		return nil, err
 	}
-	sb, err := s.opts.NewSandbox(ctx, bundle, pod)
+	sb, err := s.opts.NewSandbox(ctx, SandboxRequest{Bundle: bundle, PodID: pod, Options: options})
 	if err != nil {
 		return nil, fmt.Errorf("shim: start sandbox for pod %q: %w", pod, err)
 	}
@@ -220,13 +221,13 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}
 
-	sb, err := s.sandbox(ctx, r.Bundle, r.ID)
+	sb, err := s.sandbox(ctx, r.Bundle, r.ID, r.Options)
 	if err != nil {
 		return nil, err
 	}
 	rootfs, err := sb.Rootfs(ctx, r.ID, t.rootfs)
 	if err != nil {
-		return nil, fmt.Errorf("task %q: rootfs for the sandbox: %w", r.ID, err)
+		return nil, fmt.Errorf("task %q: sandbox: %w", r.ID, err)
 	}
 	if _, err := sb.Containers().Create(ctx, &agentv1.CreateContainerRequest{
 		ContainerId: r.ID, OciSpec: specBytes, Rootfs: rootfs,

@@ -82,7 +82,7 @@ func newHarness(t *testing.T) *harness {
 	rec := &recorder{}
 	svc := shim.NewService(ctx, shim.Options{
 		Name: "io.containerd.cvmtest.v2",
-		NewSandbox: func(ctx context.Context, bundle, pod string) (shim.Sandbox, error) {
+		NewSandbox: func(ctx context.Context, _ shim.SandboxRequest) (shim.Sandbox, error) {
 			return shimtest.New(ctx, filepath.Join(dir, "sandbox"))
 		},
 	}, rec, sd)

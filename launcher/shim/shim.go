@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
 )
@@ -45,14 +46,27 @@ type Sandbox interface {
 	Close(ctx context.Context) error
 }
 
+// SandboxRequest is what the pod's first Create tells NewSandbox.
+type SandboxRequest struct {
+	// Bundle is the bundle directory of the pod's first task.
+	Bundle string
+	// PodID is the pod (sandbox) ID.
+	PodID string
+	// Options are that task's runtime options (CreateTaskRequest.Options):
+	// for a runtime other than runc, containerd sends
+	// runtimeoptions.v1.Options (CRI: the runtime's options table; ctr:
+	// --runtime-config-path); nil when there are none
+	// (ParseRuntimeOptions).
+	Options *anypb.Any
+}
+
 // Options configure the shim.
 type Options struct {
 	// Name is the runtime name, e.g. io.containerd.cvm.v2.
 	Name string
 	// NewSandbox starts the pod's sandbox; it is called once, by the
-	// first Create, with the bundle directory of that task and the pod
-	// (sandbox) ID.
-	NewSandbox func(ctx context.Context, bundle, podID string) (Sandbox, error)
+	// first Create.
+	NewSandbox func(ctx context.Context, r SandboxRequest) (Sandbox, error)
 	// Cleanup releases what a sandbox left behind when the shim died
 	// (containerd runs `shim delete` from the bundle directory). Optional.
 	Cleanup func(ctx context.Context, bundle string) error

@@ -1,11 +1,11 @@
 package shim
 
 import (
-	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +14,16 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/greatjail/cvm/attestation"
+	"github.com/greatjail/cvm/attestation/sim"
 
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/guest-agent/link"
+	"github.com/greatjail/cvm/launcher"
 	"github.com/greatjail/cvm/launcher/engine"
-	"github.com/greatjail/cvm/launcher/initramfs"
 	"github.com/greatjail/cvm/launcher/kernel"
 	"github.com/greatjail/cvm/launcher/shim/rootimage"
 	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
@@ -27,24 +32,37 @@ import (
 // AgentName is the guest agent binary's file name.
 const AgentName = "cvm-agent"
 
-// ErrConfidentialPod is returned for a pod that asks for a TEE (io.cvm.tee
-// sim, snp or tdx): the agent's pod mode gates containers behind
-// attestation, but the shim does not yet relay the broker or call Launch
-// (docs/containerd.md, "What remains").
-var ErrConfidentialPod = errors.New("shim: confidential pods (io.cvm.tee sim, snp or tdx) are not supported by the shim yet; use io.cvm.tee=none")
+// ErrDenied is wrapped by the error of a confidential pod's first Create
+// when the key broker denied the pod's attestation.
+var ErrDenied = errors.New("the key broker denied the pod")
 
-// NewVMSandbox is the shipped binary's sandbox constructor: a plain
-// (tee none) microVM per pod on the qemu engine (KVM when /dev/kvm works,
-// TCG otherwise), with the kernel, memory, vCPUs and root image format of
-// the pod's annotations (VMOptions) or the installed defaults: the kernel
-// is kernel.Default() (PREFIX/share/cvm), the agent FindAgent().
-func NewVMSandbox(ctx context.Context, bundle, podID string) (Sandbox, error) {
-	o, err := bundleVMOptions(bundle)
+// NewVMSandbox is the shipped binary's sandbox constructor: a microVM per
+// pod on the qemu engine (KVM when /dev/kvm works, TCG otherwise), with
+// the settings of the task's runtime options (ParseRuntimeOptions: the
+// node's defaults), overridden by the pod's annotations (VMOptions), else
+// the installed defaults: the kernel is kernel.Default()
+// (PREFIX/share/cvm), the agent FindAgent(). A pod with io.cvm.tee sim,
+// snp or tdx is confidential: its VM attests to the key broker before its
+// first container is created.
+func NewVMSandbox(ctx context.Context, r SandboxRequest) (Sandbox, error) {
+	podID := r.PodID
+	node, err := ParseRuntimeOptions(r.Options)
 	if err != nil {
 		return nil, err
 	}
+	ann, err := bundleVMOptions(r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	o := node.Merge(ann)
+	if err := o.checkConfidential(); err != nil {
+		return nil, fmt.Errorf("pod %q: %w", podID, err)
+	}
+	var conf *Confidential
 	if o.TEE != "" && o.TEE != launchconfig.TEENone {
-		return nil, fmt.Errorf("pod %q: %w", podID, ErrConfidentialPod)
+		if conf, err = o.confidential(); err != nil {
+			return nil, fmt.Errorf("shim: pod %q: %w", podID, err)
+		}
 	}
 	var k *kernel.Kernel
 	if o.Kernel != "" {
@@ -64,7 +82,22 @@ func NewVMSandbox(ctx context.Context, bundle, podID string) (Sandbox, error) {
 		return nil, fmt.Errorf("shim: pod %q: %w", podID, err)
 	}
 	return NewVM(VMConfig{Engine: choice.Engine, Kernel: k, Init: agent,
-		VCPUs: o.VCPUs, Memory: o.Memory, Format: o.Format})(ctx, bundle, podID)
+		VCPUs: o.VCPUs, Memory: o.Memory, Format: o.Format, Confidential: conf})(ctx, r.Bundle, podID)
+}
+
+// confidential loads the files a confidential pod's options name.
+func (o VMOptions) confidential() (*Confidential, error) {
+	ca, err := launcher.ReadCA(o.KBSCA)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", AnnotationKBSCA, err)
+	}
+	c := &Confidential{TEE: o.TEE, KBS: o.KBS, KBSCAPEM: ca, Resource: o.Resource}
+	if o.TEE == attestation.TEESim {
+		if c.Sim, err = sim.Load(o.SimDir); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", AnnotationSimDir, o.SimDir, err)
+		}
+	}
+	return c, nil
 }
 
 // FindAgent returns the guest agent binary as the launcher finds it:
@@ -121,7 +154,68 @@ type VMConfig struct {
 	// qemu engine (containers after the pod's first): 0 means
 	// DefaultHotplugSlots, negative none. Other engines have none yet.
 	HotplugSlots int
+	// Confidential, when set, makes the pod confidential: its measured
+	// launch configuration names the TEE, the broker's CA and the
+	// resource; the host serves the guest's kbs (and, tee sim, psp)
+	// streams; and the VM attests (Agent.Launch) before the first
+	// container is created.
+	Confidential *Confidential
+	// LaunchTimeout bounds a confidential pod's attestation; default 5
+	// minutes.
+	LaunchTimeout time.Duration
 }
+
+// Confidential is a confidential pod's attestation setup.
+type Confidential struct {
+	// TEE is sim, snp or tdx.
+	TEE attestation.TEE
+	// KBS is the key broker, HOST:PORT as the host reaches it; its host
+	// part is the TLS server name the guest checks.
+	KBS string
+	// KBSCAPEM is the broker's CA (launcher.ReadCA), pinned by the guest.
+	KBSCAPEM []byte
+	// Resource is what the guest fetches to prove the broker accepted it.
+	Resource string
+	// Sim is the simulated TEE that signs the guest's reports (tee sim).
+	Sim *sim.Authority
+}
+
+// PodLaunchConfig is the measured launch configuration of a pod: plain
+// when c is nil.
+func PodLaunchConfig(c *Confidential) *launchconfig.Config {
+	cfg := &launchconfig.Config{Version: launchconfig.Version, Mode: launchconfig.ModePod, TEE: launchconfig.TEENone}
+	if c != nil {
+		cfg.TEE, cfg.KBSCAPEM, cfg.Resource = c.TEE, string(c.KBSCAPEM), c.Resource
+	}
+	return cfg
+}
+
+// PodMeasurement is the launch measurement of a pod VM (the simulated
+// TEE's MEASUREMENT, what the broker's reference values must hold): the
+// plan digest of kernel k, the pod initramfs (init, cfg), the kernel
+// command line, vcpus and memory, computed as for `cvm launch`
+// (launcher.PlanDigest).
+func PodMeasurement(k *kernel.Kernel, init string, cfg *launchconfig.Config, cmdline string, vcpus int, memory uint64) ([48]byte, []byte, error) {
+	initrd, err := PodInitramfs(k, init, cfg)
+	if err != nil {
+		return [48]byte{}, nil, err
+	}
+	kraw, err := os.ReadFile(k.Path)
+	if err != nil {
+		return [48]byte{}, nil, fmt.Errorf("shim: kernel: %w", err)
+	}
+	d, err := launcher.PlanDigest(kraw, initrd, cmdline, vcpus, memory)
+	if err != nil {
+		return [48]byte{}, nil, fmt.Errorf("shim: pod measurement: %w", err)
+	}
+	return d, initrd, nil
+}
+
+// The defaults of a pod VM.
+const (
+	DefaultPodVCPUs  = launcher.DefaultVCPUs
+	DefaultPodMemory = launcher.DefaultMemory
+)
 
 // NewVM returns a constructor for Options.NewSandbox: one microVM per pod,
 // kept in <bundle of the pod's first task>/vm. The VM boots when the first
@@ -154,7 +248,9 @@ type vmSandbox struct {
 	c      agentv1.ContainersClient
 	diskOf string   // container whose root is the VM's disk
 	hp     *hotplug // nil: no hot-plug
-	hpDir  string   // the QMP socket and QEMU wrapper, until boot connected
+	hpDir  string   // holds the QMP socket until boot connected
+	lh     *launcher.LinkHost
+	alog   *os.File // agent.log
 }
 
 // Containers returns the agent's client; valid once Rootfs booted the VM.
@@ -202,16 +298,39 @@ func (v *vmSandbox) Rootfs(ctx context.Context, id, dir string) (*agentv1.Contai
 		Block: &agentv1.BlockRootfs{Device: "/dev/vda", Fstype: string(format)}}}, nil
 }
 
-// boot starts the VM and connects to the Containers service.
+// boot starts the VM, connects to the Containers service and, for a
+// confidential pod, attests.
 // Preconditions: v.mu held, v.h nil.
 func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
+	cmdline := cmpOr(v.cfg.Cmdline, launchconfig.Cmdline)
+	vcpus, memory := cmpOr(v.cfg.VCPUs, DefaultPodVCPUs), cmpOr(v.cfg.Memory, DefaultPodMemory)
+	conf := v.cfg.Confidential
 	initrd := filepath.Join(v.dir, "initrd")
-	b, err := PodInitramfs(v.cfg.Kernel, v.cfg.Init, &launchconfig.Config{Version: launchconfig.Version, Mode: launchconfig.ModePod, TEE: launchconfig.TEENone})
-	if err != nil {
+	var b []byte
+	var digest [48]byte
+	if conf != nil {
+		if digest, b, err = PodMeasurement(v.cfg.Kernel, v.cfg.Init, PodLaunchConfig(conf), cmdline, vcpus, memory); err != nil {
+			return err
+		}
+		// For the operator: what the broker must know.
+		os.WriteFile(filepath.Join(v.dir, "measurement"), []byte(hex.EncodeToString(digest[:])+"\n"), 0o600)
+	} else if b, err = PodInitramfs(v.cfg.Kernel, v.cfg.Init, PodLaunchConfig(nil)); err != nil {
 		return err
 	}
 	if err := os.WriteFile(initrd, b, 0o600); err != nil {
 		return fmt.Errorf("shim: initramfs: %w", err)
+	}
+	host := launcher.HostOptions{}
+	if conf != nil {
+		host.KBS = conf.KBS
+		if conf.TEE == attestation.TEESim {
+			if conf.Sim == nil {
+				return fmt.Errorf("shim: pod %q: tee sim needs the simulated TEE (Confidential.Sim)", v.pod)
+			}
+			if host.PSP, err = launcher.SimPSP(conf.Sim, digest); err != nil {
+				return fmt.Errorf("shim: pod %q: %w", v.pod, err)
+			}
+		}
 	}
 	// Unix socket paths are limited to 108 bytes; bundles are deep.
 	sockDir, err := os.MkdirTemp("", "cvm-link-")
@@ -220,19 +339,18 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	}
 	defer os.RemoveAll(sockDir) // the link is connected once Link returns
 	m := engine.Machine{
-		Kernel: v.cfg.Kernel.Path, Initrd: initrd, Cmdline: cmpOr(v.cfg.Cmdline, "console=ttyS0 panic=-1 quiet"),
-		VCPUs: max(v.cfg.VCPUs, 1), Memory: cmpOr(v.cfg.Memory, 512<<20), Disk: disk,
+		Kernel: v.cfg.Kernel.Path, Initrd: initrd, Cmdline: cmdline,
+		VCPUs: vcpus, Memory: memory, Disk: disk,
 		LinkSocket: filepath.Join(sockDir, "link"),
 		ConsoleLog: filepath.Join(v.dir, "console.log"), EngineLog: filepath.Join(v.dir, "engine.log"),
 	}
-	eng := v.cfg.Engine
-	if q, ok := eng.(*engine.QEMU); ok && v.cfg.HotplugSlots >= 0 {
+	if _, ok := v.cfg.Engine.(*engine.QEMU); ok && v.cfg.HotplugSlots >= 0 {
 		if v.hpDir, err = os.MkdirTemp("", "cvm-hp-"); err != nil {
 			return fmt.Errorf("shim: hot-plug directory: %w", err)
 		}
-		if eng, v.hp, err = wrapQEMU(q, v.hpDir, cmpOr(v.cfg.HotplugSlots, DefaultHotplugSlots)); err != nil {
-			return err
-		}
+		m.QMPSocket = filepath.Join(v.hpDir, "qmp")
+		m.HotplugPorts = cmpOr(v.cfg.HotplugSlots, DefaultHotplugSlots)
+		v.hp = newHotplug(m.QMPSocket, m.HotplugPorts)
 	}
 	defer func() {
 		if err != nil && v.hpDir != "" {
@@ -240,14 +358,29 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 			v.hp, v.hpDir = nil, ""
 		}
 	}()
-	h, err := eng.Start(context.WithoutCancel(ctx), m)
+	alog, err := os.OpenFile(filepath.Join(v.dir, "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
+		return fmt.Errorf("shim: agent log: %w", err)
+	}
+	host.AgentLog = alog
+	h, err := v.cfg.Engine.Start(context.WithoutCancel(ctx), m)
+	if err != nil {
+		alog.Close()
 		return fmt.Errorf("shim: start the microVM of pod %q: %w", v.pod, err)
 	}
+	var sess *link.Session
+	var lh *launcher.LinkHost
 	defer func() {
 		if err != nil {
 			h.Kill()
 			h.Wait()
+			if sess != nil {
+				sess.Close()
+			}
+			if lh != nil {
+				lh.Wait()
+			}
+			alog.Close()
 		}
 	}()
 	bctx, cancel := context.WithTimeout(ctx, cmpOr(v.cfg.BootTimeout, 3*time.Minute))
@@ -256,33 +389,73 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	if err != nil {
 		return fmt.Errorf("shim: microVM of pod %q: link: %w (console: %s)", v.pod, err, m.ConsoleLog)
 	}
-	sess, err := link.Host(conn)
-	if err != nil {
+	if sess, err = link.Host(conn); err != nil {
 		conn.Close()
 		return fmt.Errorf("shim: microVM of pod %q: %w", v.pod, err)
 	}
+	// The streams live as long as the VM (Close ends the session).
+	lh = launcher.ServeLink(context.WithoutCancel(ctx), sess, host)
 	stream, err := sess.Open(link.KindTTRPC)
 	if err != nil {
-		sess.Close()
 		return fmt.Errorf("shim: microVM of pod %q: open the ttrpc stream: %w", v.pod, err)
 	}
+	client := ttrpc.NewClient(stream)
+	defer func() {
+		if err != nil {
+			client.Close()
+		}
+	}()
 	if v.hp != nil {
-		// Connect now: then the socket and wrapper are not needed any
-		// more, and nothing is left in the temporary directory if the
-		// shim is killed.
+		// Connect now: then the socket is not needed any more, and
+		// nothing is left in the temporary directory if the shim is
+		// killed.
 		err := v.hp.connect(bctx, h.Exited())
 		os.RemoveAll(v.hpDir)
 		v.hpDir = ""
 		if err != nil {
-			sess.Close()
 			return fmt.Errorf("shim: microVM of pod %q: %w", v.pod, err)
 		}
 	}
-	go acceptGuestStreams(sess, filepath.Join(v.dir, "agent.log"))
-	v.h, v.sess = h, sess
-	v.client = ttrpc.NewClient(stream)
-	v.c = agentv1.NewContainersClient(v.client)
+	if conf != nil {
+		if err := v.attest(ctx, agentv1.NewAgentClient(client), lh, digest); err != nil {
+			return err
+		}
+	}
+	v.h, v.sess, v.lh, v.alog = h, sess, lh, alog
+	v.client = client
+	v.c = agentv1.NewContainersClient(client)
 	return nil
+}
+
+// attest has the agent attest to the broker (Agent.Launch): the gate of
+// a confidential pod's containers.
+func (v *vmSandbox) attest(ctx context.Context, agent agentv1.AgentClient, lh *launcher.LinkHost, digest [48]byte) error {
+	conf := v.cfg.Confidential
+	server, _, err := net.SplitHostPort(conf.KBS)
+	if err != nil {
+		return fmt.Errorf("shim: pod %q: key broker %q: %w", v.pod, conf.KBS, err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, cmpOr(v.cfg.LaunchTimeout, 5*time.Minute))
+	defer cancel()
+	_, err = agent.Launch(lctx, &agentv1.LaunchRequest{KbsServerName: server})
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.PermissionDenied:
+		return fmt.Errorf("shim: pod %q: %w at %s (tee %s, measurement %x: is it among the broker's reference values, and may it fetch resource %q?): %w",
+			v.pod, ErrDenied, conf.KBS, conf.TEE, digest, conf.Resource, errdefs.ErrPermissionDenied)
+	case codes.Unavailable:
+		if kerr, reached := lh.KBSState(); kerr != nil {
+			return fmt.Errorf("shim: pod %q: the key broker %s is unreachable: %w: %w", v.pod, conf.KBS, kerr, errdefs.ErrUnavailable)
+		} else if reached {
+			return fmt.Errorf("shim: pod %q: the guest reached %s but could not open a session with the key broker there (is the CA the broker's?): %s: %w",
+				v.pod, conf.KBS, st.Message(), errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("shim: pod %q: the key broker %s is unavailable: %s: %w", v.pod, conf.KBS, st.Message(), errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("shim: pod %q: attestation: %s", v.pod, st.Message())
 }
 
 // ReleaseRootfs unplugs the container's disk (if it was hot-plugged) and
@@ -316,83 +489,22 @@ func (v *vmSandbox) Close(ctx context.Context) error {
 	v.h.Kill()
 	v.h.Wait()
 	v.h = nil
+	v.lh.Wait()
+	v.alog.Close()
 	if v.hp != nil {
 		v.hp.close()
 	}
 	return nil
 }
 
-// acceptGuestStreams serves the streams the agent opens: its log goes to
-// logPath; anything else (kbs, psp: a plain pod has no broker) is closed.
-func acceptGuestStreams(sess *link.Session, logPath string) {
-	for {
-		kind, c, err := sess.Accept()
-		if err != nil {
-			return
-		}
-		if kind != link.KindLog {
-			c.Close()
-			continue
-		}
-		go func() {
-			defer c.Close()
-			f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-			if err != nil {
-				io.Copy(io.Discard, c)
-				return
-			}
-			defer f.Close()
-			io.Copy(f, c)
-		}()
-	}
-}
-
-// PodInitramfs is the pod-mode initramfs (cpio newc): the agent as /init,
-// cfg (a pod-mode launch configuration) as /etc/cvm/launch.json, the
-// modules of launchconfig.PodModules with their load order, the usual
-// empty directories.
+// PodInitramfs is the pod-mode initramfs: launcher.PodInitramfs (the agent
+// as /init, cfg as /etc/cvm/launch.json, the pod modules).
 func PodInitramfs(k *kernel.Kernel, init string, cfg *launchconfig.Config) ([]byte, error) {
-	if !cfg.IsPod() {
-		return nil, fmt.Errorf("shim: the pod initramfs needs a pod-mode launch configuration, not mode %q", cfg.Mode)
-	}
-	conf, err := cfg.Marshal()
+	b, err := launcher.PodInitramfs(k, init, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("shim: pod launch configuration: %w", err)
+		return nil, fmt.Errorf("shim: %w", err)
 	}
-	mods, err := k.Modules(launchconfig.PodModules(cfg.TEE))
-	if err != nil {
-		return nil, fmt.Errorf("shim: kernel %s modules: %w", k.Release, err)
-	}
-	initBin, err := os.ReadFile(init)
-	if err != nil {
-		return nil, fmt.Errorf("shim: guest init: %w", err)
-	}
-	a := initramfs.New()
-	var errs []error
-	check := func(err error) { errs = append(errs, err) }
-	for _, d := range []string{"dev", "proc", "sys", "run", "mnt", "etc", "etc/cvm", "lib", "lib/modules"} {
-		check(a.AddDir(d, 0o755))
-	}
-	check(a.AddDir("tmp", 0o1777))
-	check(a.AddCharDev("dev/console", 0o600, 5, 1))
-	check(a.AddFile("init", initBin, 0o755))
-	check(a.AddFile(strings.TrimPrefix(launchconfig.ConfigPath, "/"), conf, 0o644))
-	var names []string
-	for _, m := range mods {
-		names = append(names, m.Name)
-		check(a.AddFile(strings.TrimPrefix(launchconfig.ModulesDir, "/")+"/"+m.Name+".ko", m.Data, 0o644))
-	}
-	order, err := launchconfig.FormatModules(names)
-	check(err)
-	check(a.AddFile(strings.TrimPrefix(launchconfig.ModulesPath, "/"), order, 0o644))
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("shim: initramfs: %w", err)
-	}
-	var b bytes.Buffer
-	if _, err := a.WriteTo(&b); err != nil {
-		return nil, fmt.Errorf("shim: initramfs: %w", err)
-	}
-	return b.Bytes(), nil
+	return b, nil
 }
 
 func cmpOr[T comparable](v, def T) T {

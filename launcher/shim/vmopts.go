@@ -3,6 +3,7 @@ package shim
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/greatjail/cvm/attestation"
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
+	"github.com/greatjail/cvm/kbs/resources"
 	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
@@ -22,6 +24,14 @@ const (
 	AnnotationKernel = "io.cvm.kernel" // absolute path of a bzImage; default kernel.Default()
 	AnnotationTEE    = "io.cvm.tee"    // none (default), sim, snp, tdx
 	AnnotationRootfs = "io.cvm.rootfs" // ext4 (default) or erofs: the root image format
+	// A confidential pod's key broker: HOST:PORT as the host reaches it,
+	// its CA certificate file (PEM, measured into the pod's launch
+	// configuration), the resource the guest fetches to prove it was
+	// accepted, and (tee sim) the simulated TEE's directory.
+	AnnotationKBS      = "io.cvm.kbs"
+	AnnotationKBSCA    = "io.cvm.kbs-ca"
+	AnnotationResource = "io.cvm.resource"
+	AnnotationSimDir   = "io.cvm.sim-dir"
 )
 
 // VMOptions are a pod's microVM settings from its annotations. Zero
@@ -32,6 +42,39 @@ type VMOptions struct {
 	Kernel string
 	TEE    attestation.TEE
 	Format rootimage.Format
+	// KBS, KBSCA (a file), Resource and SimDir (a directory) configure a
+	// confidential pod's attestation (tee sim, snp, tdx).
+	KBS, KBSCA, Resource, SimDir string
+}
+
+// checkConfidential checks that a confidential pod has what it needs and
+// a plain one has no broker settings.
+func (o VMOptions) checkConfidential() error {
+	if o.TEE == "" || o.TEE == launchconfig.TEENone {
+		if o.KBS != "" || o.KBSCA != "" || o.Resource != "" || o.SimDir != "" {
+			return fmt.Errorf("shim: kbs, kbs_ca, resource and sim_dir (%s, %s, %s, %s) are for a confidential pod; set %s to sim, snp or tdx",
+				AnnotationKBS, AnnotationKBSCA, AnnotationResource, AnnotationSimDir, AnnotationTEE)
+		}
+		return nil
+	}
+	var missing []string
+	for _, f := range []struct{ v, name string }{
+		{o.KBS, AnnotationKBS}, {o.KBSCA, AnnotationKBSCA}, {o.Resource, AnnotationResource},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if o.TEE == attestation.TEESim && o.SimDir == "" {
+		missing = append(missing, AnnotationSimDir)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("shim: a confidential pod (tee %s) needs %s (as annotations or runtime options)", o.TEE, strings.Join(missing, ", "))
+	}
+	if o.TEE != attestation.TEESim && o.SimDir != "" {
+		return fmt.Errorf("shim: %s is only for tee sim, not %s", AnnotationSimDir, o.TEE)
+	}
+	return nil
 }
 
 // ParseVMOptions reads the io.cvm.* annotations. Unknown io.cvm.* keys are
@@ -78,9 +121,30 @@ func ParseVMOptions(ann map[string]string) (VMOptions, error) {
 			default:
 				return VMOptions{}, bad("ext4 or erofs")
 			}
+		case AnnotationKBS:
+			host, port, err := net.SplitHostPort(v)
+			if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
+				return VMOptions{}, bad("HOST:PORT of the key broker")
+			}
+			o.KBS = v
+		case AnnotationKBSCA, AnnotationSimDir:
+			if !filepath.IsAbs(v) || filepath.Clean(v) != v {
+				return VMOptions{}, bad("a clean absolute path")
+			}
+			if k == AnnotationKBSCA {
+				o.KBSCA = v
+			} else {
+				o.SimDir = v
+			}
+		case AnnotationResource:
+			if err := resources.ValidName(v); err != nil {
+				return VMOptions{}, bad(fmt.Sprintf("a broker resource name (%v)", err))
+			}
+			o.Resource = v
 		default:
-			return VMOptions{}, fmt.Errorf("shim: unknown annotation %s (known: %s, %s, %s, %s, %s)", k,
-				AnnotationVCPUs, AnnotationMemory, AnnotationKernel, AnnotationTEE, AnnotationRootfs)
+			return VMOptions{}, fmt.Errorf("shim: unknown annotation %s (known: %s)", k, strings.Join([]string{
+				AnnotationVCPUs, AnnotationMemory, AnnotationKernel, AnnotationTEE, AnnotationRootfs,
+				AnnotationKBS, AnnotationKBSCA, AnnotationResource, AnnotationSimDir}, ", "))
 		}
 	}
 	return o, nil

@@ -38,6 +38,16 @@ func TestParseVMOptions(t *testing.T) {
 		{"tee tpm", map[string]string{AnnotationTEE: "tpm"}, VMOptions{}, "io.cvm.tee"},
 		{"rootfs squashfs", map[string]string{AnnotationRootfs: "squashfs"}, VMOptions{}, "io.cvm.rootfs"},
 		{"typo", map[string]string{"io.cvm.memroy": "1G"}, VMOptions{}, "unknown annotation io.cvm.memroy"},
+		{"broker", map[string]string{AnnotationTEE: "sim", AnnotationKBS: "kbs.example:8443", AnnotationKBSCA: "/etc/cvm/ca.pem",
+			AnnotationResource: "pods/secret", AnnotationSimDir: "/var/lib/cvm/sim"},
+			VMOptions{TEE: "sim", KBS: "kbs.example:8443", KBSCA: "/etc/cvm/ca.pem", Resource: "pods/secret", SimDir: "/var/lib/cvm/sim"}, ""},
+		{"kbs no port", map[string]string{AnnotationKBS: "kbs.example"}, VMOptions{}, "io.cvm.kbs"},
+		{"kbs port 0", map[string]string{AnnotationKBS: "kbs.example:0"}, VMOptions{}, "io.cvm.kbs"},
+		{"kbs no host", map[string]string{AnnotationKBS: ":8443"}, VMOptions{}, "io.cvm.kbs"},
+		{"kbs-ca relative", map[string]string{AnnotationKBSCA: "ca.pem"}, VMOptions{}, "io.cvm.kbs-ca"},
+		{"sim-dir unclean", map[string]string{AnnotationSimDir: "/a/./b"}, VMOptions{}, "io.cvm.sim-dir"},
+		{"resource dotdot", map[string]string{AnnotationResource: "a/../b"}, VMOptions{}, "io.cvm.resource"},
+		{"resource empty", map[string]string{AnnotationResource: ""}, VMOptions{}, "io.cvm.resource"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +112,10 @@ func TestNewVMSandboxRefuses(t *testing.T) {
 		want       error
 		wantText   string
 	}{
-		{"confidential", `{"annotations":{"io.cvm.tee":"sim"}}`, ErrConfidentialPod, ""},
+		{"confidential without a broker", `{"annotations":{"io.cvm.tee":"sim"}}`, nil, "needs io.cvm.kbs, io.cvm.kbs-ca, io.cvm.resource, io.cvm.sim-dir"},
+		{"broker for a plain pod", `{"annotations":{"io.cvm.kbs":"127.0.0.1:1"}}`, nil, "are for a confidential pod"},
+		{"sim dir for snp", `{"annotations":{"io.cvm.tee":"snp","io.cvm.kbs":"k:1","io.cvm.kbs-ca":"/ca.pem","io.cvm.resource":"r","io.cvm.sim-dir":"/s"}}`, nil, "only for tee sim"},
+		{"missing CA file", `{"annotations":{"io.cvm.tee":"snp","io.cvm.kbs":"k:1","io.cvm.kbs-ca":"/nonexistent/ca.pem","io.cvm.resource":"r"}}`, nil, "/nonexistent/ca.pem"},
 		{"bad option", `{"annotations":{"io.cvm.vcpus":"many"}}`, nil, "io.cvm.vcpus"},
 		{"missing kernel", `{"annotations":{"io.cvm.kernel":"/nonexistent/vmlinuz"}}`, nil, "/nonexistent/vmlinuz"},
 	}
@@ -110,7 +123,7 @@ func TestNewVMSandboxRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			os.WriteFile(filepath.Join(dir, "config.json"), []byte(tt.spec), 0o600)
-			_, err := NewVMSandbox(context.Background(), dir, "pod")
+			_, err := NewVMSandbox(context.Background(), SandboxRequest{Bundle: dir, PodID: "pod"})
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) || !strings.Contains(err.Error(), tt.wantText) {
 				t.Errorf("NewVMSandbox = %v, want %v / an error naming %q", err, tt.want, tt.wantText)
 			}

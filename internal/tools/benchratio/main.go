@@ -27,6 +27,13 @@ type launch struct {
 	build, boot, attest, unlock, first, all float64
 }
 
+// runtimeRun is one BenchmarkRuntime/runtime=NAME line: one `ctr run
+// --rm` under containerd with that runtime (ms).
+type runtimeRun struct {
+	name       string
+	first, all float64
+}
+
 // release is one BenchmarkRelease/clients=N line.
 type release struct {
 	pkg, clients string
@@ -45,6 +52,7 @@ func run(in io.Reader, out io.Writer) error {
 	measures := map[string]*pair{} // BenchmarkMeasure vs BenchmarkHashBound
 	var releases []release
 	var launches []launch
+	var runtimes []runtimeRun
 	verification := map[string]float64{} // pkg -> BenchmarkReportVerification ns/op
 	pkg := ""
 	failed := false
@@ -82,6 +90,9 @@ func run(in io.Reader, out io.Writer) error {
 				launches = append(launches, launch{engine: strings.TrimPrefix(name, "BenchmarkLaunch/engine="),
 					build: metric(line, "build-ms"), boot: metric(line, "boot-ms"), attest: metric(line, "attest-ms"),
 					unlock: metric(line, "unlock-ms"), first: metric(line, "first-output-ms"), all: ns / 1e6})
+			case strings.HasPrefix(name, "BenchmarkRuntime/runtime="):
+				runtimes = append(runtimes, runtimeRun{name: strings.TrimPrefix(name, "BenchmarkRuntime/runtime="),
+					first: metric(line, "first-output-ms"), all: ns / 1e6})
 			case strings.HasPrefix(name, "BenchmarkRelease/clients="):
 				releases = append(releases, release{pkg: pkg, clients: strings.TrimPrefix(name, "BenchmarkRelease/clients="), ns: ns,
 					p50: metric(line, "p50-ms"), p99: metric(line, "p99-ms")})
@@ -147,13 +158,37 @@ func run(in io.Reader, out io.Writer) error {
 		fmt.Fprintln(out, "one cvm launch (simulated TEE) from start to the workload's first output: build = initramfs and measurement,")
 		fmt.Fprintln(out, "boot = engine start to a ready agent, attest and unlock as the agent timed them; boot % = boot / first output")
 	}
+	if len(runtimes) > 0 {
+		printRuntimes(out, runtimes)
+	}
 	if failed {
 		return fmt.Errorf("a benchmark failed")
 	}
-	if len(pkgs) == 0 && len(releases) == 0 && len(mpkgs) == 0 && len(launches) == 0 {
+	if len(pkgs) == 0 && len(releases) == 0 && len(mpkgs) == 0 && len(launches) == 0 && len(runtimes) == 0 {
 		return fmt.Errorf("no BenchmarkVerify/BenchmarkSignatureBound pairs or BenchmarkRelease found")
 	}
 	return nil
+}
+
+// printRuntimes prints the containerd runtimes side by side, each with its
+// ratio to runc's (the baseline) when runc ran.
+func printRuntimes(out io.Writer, runtimes []runtimeRun) {
+	var base *runtimeRun
+	for i := range runtimes {
+		if runtimes[i].name == "runc" {
+			base = &runtimes[i]
+		}
+	}
+	fmt.Fprintf(out, "\n%-14s %16s %12s %14s %12s\n", "ctr run", "first output ms", "exit ms", "first / runc", "exit / runc")
+	for _, r := range runtimes {
+		fr, er := "-", "-"
+		if base != nil && base.first > 0 && base.all > 0 {
+			fr, er = fmt.Sprintf("%.1f", r.first/base.first), fmt.Sprintf("%.1f", r.all/base.all)
+		}
+		fmt.Fprintf(out, "%-14s %16.0f %12.0f %14s %12s\n", r.name, r.first, r.all, fr, er)
+	}
+	fmt.Fprintln(out, "one `ctr run --rm` under containerd 2.4 (pod start, container, output, exit, delete); first output = from the")
+	fmt.Fprintln(out, "start of ctr run to the container's first output byte; ratios against io.containerd.runc.v2 on the same machine")
 }
 
 func measure(m map[string]*pair, pkg string) *pair {

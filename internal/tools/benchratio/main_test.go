@@ -81,3 +81,31 @@ func TestRunLaunch(t *testing.T) {
 		t.Errorf("launch row (-want +got):\n%s\n%s", diff, out.String())
 	}
 }
+
+func TestRunRuntimes(t *testing.T) {
+	in := "pkg: github.com/greatjail/cvm/launcher/shim/vmtest\n" +
+		"BenchmarkRuntime/runtime=cvm-2 1 9000000000 ns/op 6000 first-output-ms\n" +
+		"BenchmarkRuntime/runtime=runc-2 5 300000000 ns/op 200.0 first-output-ms\nok\n"
+	var out bytes.Buffer
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) == 5 && (f[0] == "cvm" || f[0] == "runc") {
+			rows = append(rows, strings.Join(f, " "))
+		}
+	}
+	want := []string{"cvm 6000 9000 30.0 30.0", "runc 200 300 1.0 1.0"}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("runtime rows (-want +got):\n%s\n%s", diff, out.String())
+	}
+	// Without runc, no ratio.
+	out.Reset()
+	if err := run(strings.NewReader("BenchmarkRuntime/runtime=cvm-2 1 9000000000 ns/op 6000 first-output-ms\n"), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "cvm") || !strings.Contains(out.String(), " - ") {
+		t.Errorf("a cvm-only run should print its row with no ratio:\n%s", out.String())
+	}
+}

@@ -31,7 +31,7 @@ import (
 
 // testKernel opens a Debian cloud kernel with its module tree from
 // .cache/inputs, or skips.
-func testKernel(t *testing.T) *kernel.Kernel {
+func testKernel(t testing.TB) *kernel.Kernel {
 	t.Helper()
 	_, self, _, _ := runtime.Caller(0)
 	inputs := filepath.Join(filepath.Dir(self), "..", "..", "..", ".cache", "inputs")
@@ -49,7 +49,7 @@ func testKernel(t *testing.T) *kernel.Kernel {
 	return nil
 }
 
-func goBuild(t *testing.T, out, pkg string) {
+func goBuild(t testing.TB, out, pkg string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -26,8 +26,21 @@ func main() {
 	}
 	shim.Run(context.Background(), shim.Options{
 		Name: "io.containerd.cvmtest.v2",
-		NewSandbox: func(ctx context.Context, bundle, pod string) (shim.Sandbox, error) {
-			return shimtest.New(ctx, filepath.Join(parent, pod))
+		NewSandbox: func(ctx context.Context, r shim.SandboxRequest) (shim.Sandbox, error) {
+			// The runtime options, as the shipped shim reads them, are
+			// recorded for the tests (TestRuntimeOptions).
+			o, err := shim.ParseRuntimeOptions(r.Options)
+			if err != nil {
+				return nil, err
+			}
+			b, _ := json.Marshal(o)
+			if err := os.MkdirAll(parent, 0o700); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(parent, r.PodID+".runtime-options.json"), b, 0o600); err != nil {
+				return nil, err
+			}
+			return shimtest.New(ctx, filepath.Join(parent, r.PodID))
 		},
 		Cleanup: func(ctx context.Context, bundle string) error {
 			return shimtest.Cleanup(filepath.Join(parent, podOf(bundle)))
