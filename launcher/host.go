@@ -20,6 +20,8 @@ const (
 	kbsDialFirst    = 200 * time.Millisecond
 	kbsDialMaxPause = 2 * time.Second
 	kbsDialTimeout  = 5 * time.Second
+	// MaxAgentLog bounds what a guest's log streams may write on the host.
+	MaxAgentLog = 8 << 20
 	// maxGuestStreams bounds the guest's concurrent streams (kbs, psp, log).
 	maxGuestStreams = 16
 )
@@ -97,8 +99,12 @@ type host struct {
 	kbsErr     error
 	kbsReached bool
 
-	logMu sync.Mutex     // serializes writes to agentLog
-	wg    sync.WaitGroup // the stream goroutines of serve
+	logMu sync.Mutex // serializes writes to agentLog; guards logged
+	// logged counts the guest's log bytes written, capped at
+	// MaxAgentLog so a guest cannot fill the host's disk (or a tmpfs).
+	logged int64
+	logCut bool           // the truncation note was written
+	wg     sync.WaitGroup // the stream goroutines of serve
 }
 
 // simPSP returns the psp function of a simulated TEE: reports carry
@@ -278,7 +284,15 @@ func (h *host) copyLog(c net.Conn) {
 		n, err := c.Read(buf)
 		if n > 0 && h.agentLog != nil {
 			h.logMu.Lock()
-			h.agentLog.Write(buf[:n])
+			// Past the cap: keep reading (the guest must not block), keep
+			// nothing, and say so once.
+			keep := min(int64(n), MaxAgentLog-h.logged)
+			h.agentLog.Write(buf[:keep])
+			h.logged += keep
+			if keep < int64(n) && !h.logCut {
+				fmt.Fprintf(h.agentLog, "\n[the guest's log reached %d bytes: the rest is discarded]\n", MaxAgentLog)
+				h.logCut = true
+			}
 			h.logMu.Unlock()
 		}
 		if err != nil {

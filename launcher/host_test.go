@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -201,11 +202,20 @@ func TestHostCapsGuestStreams(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// The extra streams are closed by the host: a read ends at once.
-	closed := 0
+	// The extra streams are closed by the host: their reads end (EOF);
+	// the held ones are still open when the shared deadline passes.
+	deadline := time.Now().Add(5 * time.Second)
+	results := make(chan bool, len(conns))
 	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+		go func() {
+			c.SetReadDeadline(deadline)
+			_, err := c.Read(make([]byte, 1))
+			results <- errors.Is(err, io.EOF)
+		}()
+	}
+	closed := 0
+	for range conns {
+		if <-results {
 			closed++
 		}
 	}
@@ -256,5 +266,41 @@ func TestServeLink(t *testing.T) {
 	}
 	if err, reached := lh.KBSState(); err != nil || reached {
 		t.Errorf("KBSState = %v, %v; want no dial at all", err, reached)
+	}
+}
+
+// A guest that writes more log than MaxAgentLog: the host keeps
+// MaxAgentLog bytes and a note, discards the rest, and keeps reading (the
+// guest's writes never block on a full log).
+func TestHostCapsAgentLog(t *testing.T) {
+	var log syncBuf
+	h := &host{agentLog: &log}
+	hs, gs := linkPair(t)
+	done := make(chan struct{})
+	go func() { h.serve(context.Background(), hs); close(done) }()
+	lc, err := gs.Open(link.KindLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := bytes.Repeat([]byte("x"), 1<<16)
+	total := 0
+	for total <= 2*MaxAgentLog {
+		n, err := lc.Write(line)
+		if err != nil {
+			t.Fatalf("guest log write after %d bytes: %v", total, err)
+		}
+		total += n
+	}
+	lc.Close()
+	hs.Close()
+	<-done
+	h.wait()
+	got := log.String()
+	note := fmt.Sprintf("[the guest's log reached %d bytes: the rest is discarded]", MaxAgentLog)
+	if !strings.Contains(got, note) {
+		t.Errorf("the log (%d bytes of %d written) lacks the truncation note %q", len(got), total, note)
+	}
+	if max := MaxAgentLog + len(note) + 2; len(got) > max {
+		t.Errorf("the host kept %d log bytes of %d written, want at most %d", len(got), total, max)
 	}
 }

@@ -225,6 +225,18 @@ func (a *Agent) Launch(ctx context.Context, req *agentv1.LaunchRequest) (*agentv
 		return nil, a.fail(codes.Internal, fmt.Sprintf("starting %s: %v", cfg.Entrypoint, err), err)
 	}
 	a.mu.Lock()
+	if a.shutdown {
+		// Shutdown ran while the workload was starting and saw no process
+		// to stop: stop it here, and close the disk it would have closed.
+		a.mu.Unlock()
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = p.cmd.Process.Kill()
+		select {
+		case <-p.exited:
+		case <-time.After(killGrace):
+		}
+		return nil, a.fail(codes.FailedPrecondition, "the agent is shutting down", unmount())
+	}
 	// Shutdown reads proc and unmount under mu: from here on it kills p.
 	a.proc, a.unmount = p, unmount
 	a.phase = agentv1.Phase_PHASE_RUNNING
@@ -256,12 +268,13 @@ func (a *Agent) attestPod(ctx context.Context, serverName string) (*agentv1.Laun
 		return nil, a.fail(brokerCode(err), brokerMessage(err), err)
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.shutdown {
+		a.mu.Unlock() // fail takes mu itself
 		return nil, a.fail(codes.FailedPrecondition, "the agent is shutting down", nil)
 	}
 	a.attested = true
 	a.phase = agentv1.Phase_PHASE_RUNNING
+	a.mu.Unlock()
 	a.opts.Logf("agent: pod: attested (attest %d ms, fetch %d ms); containers may be created", resp.AttestMs, resp.FetchMs)
 	return resp, nil
 }

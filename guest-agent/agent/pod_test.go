@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/ttrpc"
 	"github.com/google/go-cmp/cmp"
@@ -39,12 +40,13 @@ func (f *fakeContainers) Pids(context.Context, *agentv1.ContainerPidsRequest) (*
 
 // podWorld is a pod-mode agent on a link, with its host.
 type podWorld struct {
+	impl       *Agent // the service itself, for calls that must bypass ttrpc
 	agent      agentv1.AgentClient
 	containers agentv1.ContainersClient
 	fake       *fakeContainers
 }
 
-func newPodWorld(t *testing.T, tee attestation.TEE, measurementOK bool) *podWorld {
+func newPodWorld(t *testing.T, tee attestation.TEE, measurementOK bool, edit ...func(*Options)) *podWorld {
 	t.Helper()
 	cfg := &launchconfig.Config{Version: 1, Mode: launchconfig.ModePod, TEE: tee}
 	ga, ha := net.Pipe()
@@ -80,6 +82,9 @@ func newPodWorld(t *testing.T, tee attestation.TEE, measurementOK bool) *podWorl
 	}
 	w := &podWorld{fake: &fakeContainers{}}
 	opts.Containers = w.fake
+	for _, e := range edit {
+		e(&opts)
+	}
 	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +99,7 @@ func newPodWorld(t *testing.T, tee attestation.TEE, measurementOK bool) *podWorl
 	tc := ttrpc.NewClient(conn)
 	t.Cleanup(func() { tc.Close() })
 	w.agent, w.containers = agentv1.NewAgentClient(tc), agentv1.NewContainersClient(tc)
+	w.impl = a
 	return w
 }
 
@@ -187,5 +193,50 @@ func TestNewPodMode(t *testing.T) {
 		if _, err := New(tt.o); (err == nil) != tt.ok {
 			t.Errorf("%s: New = %v, want ok %v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+// A Shutdown that lands while a confidential pod is attesting: Launch
+// must fail with FailedPrecondition and leave the agent usable (it once
+// deadlocked here, re-taking its own lock), and the gate stays shut.
+func TestPodShutdownDuringAttest(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	dialing, release := make(chan struct{}), make(chan struct{})
+	w := newPodWorld(t, attestation.TEESim, true, func(o *Options) {
+		dial := o.DialKBS
+		var once sync.Once
+		o.DialKBS = func(ctx context.Context) (net.Conn, error) {
+			once.Do(func() { close(dialing) })
+			<-release
+			return dial(ctx)
+		}
+	})
+	ctx := context.Background()
+	launched := make(chan error, 1)
+	go func() {
+		_, err := w.impl.Launch(ctx, &agentv1.LaunchRequest{KbsServerName: "127.0.0.1"})
+		launched <- err
+	}()
+	<-dialing
+	if _, err := w.impl.Shutdown(ctx, &agentv1.ShutdownRequest{}); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	close(release)
+	select {
+	case err := <-launched:
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("Launch = %v, want FailedPrecondition (shutting down)", err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a timing assertion
+		t.Fatal("Launch did not return after Shutdown: the agent is deadlocked")
+	}
+	st, err := w.impl.Status(ctx, &agentv1.StatusRequest{})
+	if err != nil || st.GetPhase() != agentv1.Phase_PHASE_FAILED {
+		t.Errorf("Status = %v, %v; want PHASE_FAILED", st, err)
+	}
+	if err := w.impl.containersGate(); err == nil {
+		t.Error("the containers gate opened for a pod that was shut down while attesting")
 	}
 }

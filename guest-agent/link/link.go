@@ -43,6 +43,10 @@ const MaxHeader = 16
 // header; a stream that has not sent one by then is closed.
 const HeaderTimeout = 10 * time.Second
 
+// MaxPending bounds the streams a peer may have open that this side has not
+// yet read a header from or handed to Accept; more are closed at once.
+const MaxPending = 32
+
 // ErrClosed is returned by Accept and Open once the session has ended.
 var ErrClosed = errors.New("link: session closed")
 
@@ -108,6 +112,13 @@ func config() *yamux.Config {
 	// wait for the SYN's ACK would then tear down the whole link. Callers
 	// bound every exchange with their own deadlines instead.
 	c.StreamOpenTimeout = 0
+	// The peer is not trusted (the host by the guest, the guest by the
+	// host): bound what its streams can hold. Each stream buffers up to
+	// the window (256 KiB); at most AcceptBacklog streams wait to be
+	// accepted and MaxPending wait for their header; a stream we closed
+	// is dropped after StreamCloseTimeout instead of yamux's 5 minutes.
+	c.AcceptBacklog = MaxPending
+	c.StreamCloseTimeout = 5 * time.Second
 	return c
 }
 
@@ -144,12 +155,24 @@ func (s *Session) Role() Role { return s.role }
 // after HeaderTimeout at the latest.
 func (s *Session) acceptLoop() {
 	defer close(s.done)
+	pending := make(chan struct{}, MaxPending)
 	for {
 		c, err := s.mux.AcceptStream()
 		if err != nil {
 			return
 		}
-		go s.admit(c)
+		select {
+		case pending <- struct{}{}:
+		default:
+			// The peer has MaxPending streams neither headed nor accepted
+			// yet: refuse more rather than buffer them.
+			c.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-pending }()
+			s.admit(c)
+		}()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -320,5 +321,50 @@ func TestRetryEOF(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a read waiting for the host did not return after Close")
+	}
+}
+
+// A peer that opens streams without ever sending a header (or faster than
+// this side accepts them) gets at most MaxPending of them held; the rest
+// are closed at once, so it cannot make this side hold unbounded
+// goroutines and buffers.
+func TestPendingStreamsBounded(t *testing.T) {
+	a, b := socketpair(t)
+	g, h := pair(t, a, b)
+	_ = g // the guest side never calls Accept
+	before := runtime.NumGoroutine()
+	const opened = 10 * MaxPending
+	var streams []net.Conn
+	for range opened {
+		c, err := h.mux.OpenStream() // no header: each waits in admit
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("x")) // make the guest see the stream
+		streams = append(streams, c)
+	}
+	// Streams beyond the bound are closed by the guest: reading them ends.
+	closed := make(chan bool, opened)
+	for _, c := range streams {
+		go func() {
+			c.SetReadDeadline(time.Now().Add(HeaderTimeout / 2))
+			_, err := c.Read(make([]byte, 1))
+			// EOF (closed by the guest) or a reset (refused by the
+			// backlog); a timeout means the guest still holds it.
+			var ne net.Error
+			closed <- err != nil && !(errors.As(err, &ne) && ne.Timeout())
+		}()
+	}
+	n := 0
+	for range opened {
+		if <-closed {
+			n++
+		}
+	}
+	if n < opened-MaxPending {
+		t.Errorf("%d of %d headerless streams were closed, want at least %d (MaxPending %d)", n, opened, opened-MaxPending, MaxPending)
+	}
+	if grew := runtime.NumGoroutine() - before; grew > MaxPending+16 {
+		t.Errorf("%d goroutines more after %d headerless streams, want at most about MaxPending (%d)", grew, opened, MaxPending)
 	}
 }

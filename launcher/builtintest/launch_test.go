@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io/fs"
 	"os"
@@ -42,12 +43,18 @@ func TestBuiltinLaunch(t *testing.T) {
 		t.Fatal(err)
 	}
 	k, err := testhost.FindKernel(root, testhost.Releases[0])
-	if err != nil {
+	if errors.Is(err, testhost.ErrMissing) {
 		t.Skipf("tier vm: %v", err)
 	}
-	qemu, err := testhost.QEMU()
 	if err != nil {
+		t.Fatal(err)
+	}
+	qemu, err := testhost.QEMU()
+	if errors.Is(err, testhost.ErrMissing) {
 		t.Skipf("tier vm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("tier vm: mkfs.ext4 not found (Debian package e2fsprogs), needed by cvm image encrypt")
