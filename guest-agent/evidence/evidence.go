@@ -6,6 +6,8 @@
 //     (/sys/kernel/config/tsm/report; SNP and TDX on Linux 6.7+).
 //   - SevGuest asks /dev/sev-guest for an extended SNP report.
 //   - TdxGuest asks /dev/tdx_guest for a TDX quote.
+//   - TPM quotes PCRs with an attestation key over /dev/tpmrm0 (go-tpm);
+//     the launch configuration has no tee that selects it yet.
 //
 // ForConfig picks one from the measured launch configuration's tee and
 // nothing else: the host cannot choose what the guest attests as. This
