@@ -38,6 +38,12 @@ func TestBuiltinLaunch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("tier vm: -short")
 	}
+	// One run in four hung at "booting (engine builtin)" inside the test
+	// host (QEMU idle: the nested guest never ran), cause not yet found;
+	// until it is, this test runs in `make test-vm`, not in `make test`.
+	if os.Getenv("CVM_TEST_BUILTIN_LAUNCH") != "1" {
+		t.Skip("tier vm: runs in `make test-vm` (CVM_TEST_BUILTIN_LAUNCH=1): the builtin-engine launch has an open intermittent hang at boot, see docs/testing.md")
+	}
 	root, err := testhost.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
