@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -602,8 +603,12 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	if a.opts.Containers != nil {
 		agentv1.RegisterContainersService(srv, gatedContainers{a.opts.Containers, a.containersGate})
 	}
+	// ttrpc's Server.Shutdown may close a connection whose Shutdown reply
+	// is still queued (it judges idleness before the reply is counted), so
+	// Serve waits for a write after the Shutdown handler has finished.
+	wl := &writeWatchListener{Listener: l, wrote: make(chan struct{}, 1)}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ctx, l) }()
+	go func() { serveErr <- srv.Serve(ctx, wl) }()
 	select {
 	case <-ctx.Done():
 		srv.Close()
@@ -616,9 +621,46 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	}
 	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancel()
-	_ = srv.Shutdown(fctx) // waits for the Shutdown reply to be sent
+	wl.armed.Store(true)
+	select {
+	case <-wl.wrote: // the Shutdown reply (or the last one) went out
+	case <-fctx.Done():
+	}
+	_ = srv.Shutdown(fctx)
 	a.opts.Logf("agent: powering off")
 	return a.opts.System.PowerOff()
 }
 
 const flushTimeout = 2 * time.Second
+
+// writeWatchListener signals wrote on the first write to any accepted
+// connection once armed.
+type writeWatchListener struct {
+	net.Listener
+	armed atomic.Bool
+	wrote chan struct{}
+}
+
+func (l *writeWatchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &writeWatchConn{Conn: c, l: l}, nil
+}
+
+type writeWatchConn struct {
+	net.Conn
+	l *writeWatchListener
+}
+
+func (c *writeWatchConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.l.armed.Load() {
+		select {
+		case c.l.wrote <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
+}

@@ -411,7 +411,13 @@ func rpcCtx() (context.Context, context.CancelFunc) {
 
 func statusLine(err error) string {
 	s := status.Convert(err)
-	return fmt.Sprintf("error %s: %s", s.Code(), s.Message())
+	msg := s.Message()
+	// A call on a connection the power-off closed fails in ttrpc or in the
+	// link below it, whichever sees the close first: both say "closed".
+	if msg == "stream closed" {
+		msg = "ttrpc: closed"
+	}
+	return fmt.Sprintf("error %s: %s", s.Code(), msg)
 }
 
 func (w *world) run(c command) string {
