@@ -624,6 +624,11 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	wl.armed.Store(true)
 	select {
 	case <-wl.wrote: // the Shutdown reply (or the last one) went out
+		// Let the link below carry it before the connection closes.
+		select {
+		case <-time.After(shutdownGrace):
+		case <-fctx.Done():
+		}
 	case <-fctx.Done():
 	}
 	_ = srv.Shutdown(fctx)
@@ -632,6 +637,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 }
 
 const flushTimeout = 2 * time.Second
+
+// shutdownGrace is how long Serve lets the link carry the last reply.
+const shutdownGrace = 200 * time.Millisecond
 
 // writeWatchListener signals wrote on the first write to any accepted
 // connection once armed.
