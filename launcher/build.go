@@ -68,7 +68,7 @@ func Build(s Spec) (*Launch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: kernel: %w", ErrInvalid, err)
 	}
-	agentPath, err := findAgent(s.Agent)
+	agentPath, err := FindAgent(s.Agent)
 	if err != nil {
 		return nil, err
 	}
@@ -195,10 +195,9 @@ func input(role, name string, b []byte) attestcmd.MeasureInput {
 	return attestcmd.MeasureInput{Role: role, Name: name, Size: len(b), SHA256: hex.EncodeToString(h[:])}
 }
 
-// findAgent returns the agent binary: explicit (Spec.Agent, which the CLI
-// fills from $CVM_AGENT), else cvm-agent next to the running executable,
-// else <exe dir>/../share/cvm/cvm-agent.
-func findAgent(explicit string) (string, error) {
+// FindAgent returns the agent binary: explicit (the CLI fills it from
+// $CVM_AGENT), else AgentFrom the running executable.
+func FindAgent(explicit string) (string, error) {
 	if explicit != "" {
 		if err := regularFile("agent ($CVM_AGENT)", explicit); err != nil {
 			return "", err
@@ -212,6 +211,12 @@ func findAgent(explicit string) (string, error) {
 	if r, err := filepath.EvalSymlinks(exe); err == nil {
 		exe = r
 	}
+	return AgentFrom(exe)
+}
+
+// AgentFrom returns cvm-agent next to the executable exe, else in
+// <exe dir>/../share/cvm/ (the installed layout).
+func AgentFrom(exe string) (string, error) {
 	dir := filepath.Dir(exe)
 	tried := []string{filepath.Join(dir, AgentName), filepath.Join(dir, "..", "share", "cvm", AgentName)}
 	for _, p := range tried {
@@ -219,7 +224,7 @@ func findAgent(explicit string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: the guest agent %s is not in %s (build it with 'make build', or set $CVM_AGENT)", ErrInvalid, AgentName, strings.Join(tried, " or "))
+	return "", fmt.Errorf("%w: the guest agent %s is not in %s (build it with 'make build', install it with 'make install', or set $CVM_AGENT)", ErrInvalid, AgentName, strings.Join(tried, " or "))
 }
 
 // checkStatic refuses an agent that is not a static x86-64 ELF executable

@@ -233,7 +233,7 @@ func TestBuildNoAgent(t *testing.T) {
 	if _, err := Build(s); err == nil || !strings.Contains(err.Error(), "CVM_AGENT") {
 		t.Errorf("Build with a missing agent = %v, want an error naming $CVM_AGENT", err)
 	}
-	if _, err := findAgent(""); err == nil || !strings.Contains(err.Error(), "make build") {
+	if _, err := FindAgent(""); err == nil || !strings.Contains(err.Error(), "make build") {
 		t.Errorf("findAgent = %v, want an error saying 'make build'", err)
 	}
 }

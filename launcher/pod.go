@@ -125,7 +125,7 @@ func MeasurePod(s PodSpec) (*attestcmd.Measurement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: kernel: %w", ErrInvalid, err)
 	}
-	agent, err := findAgent(s.Agent)
+	agent, err := FindAgent(s.Agent)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -100,36 +99,13 @@ func (o VMOptions) confidential() (*Confidential, error) {
 	return c, nil
 }
 
-// FindAgent returns the guest agent binary as the launcher finds it:
-// $CVM_AGENT, else cvm-agent next to the running executable, else
-// <exe dir>/../share/cvm/cvm-agent (the installed layout).
-func FindAgent() (string, error) {
-	if p := os.Getenv("CVM_AGENT"); p != "" {
-		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-			return "", fmt.Errorf("the guest agent $CVM_AGENT=%s is not a regular file", p)
-		}
-		return p, nil
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("find %s: %w", AgentName, err)
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	return findAgentFrom(exe)
-}
+// FindAgent returns the guest agent binary as the launcher finds it
+// (launcher.FindAgent): $CVM_AGENT, else next to the running executable,
+// else <exe dir>/../share/cvm/cvm-agent (the installed layout).
+func FindAgent() (string, error) { return launcher.FindAgent(os.Getenv("CVM_AGENT")) }
 
-func findAgentFrom(exe string) (string, error) {
-	dir := filepath.Dir(exe)
-	tried := []string{filepath.Join(dir, AgentName), filepath.Join(dir, "..", "share", "cvm", AgentName)}
-	for _, p := range tried {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("the guest agent %s is not in %s (install it with scripts/install.sh, or set $CVM_AGENT)", AgentName, strings.Join(tried, " or "))
-}
+// findAgentFrom is launcher.AgentFrom, named for the shim's tests.
+var findAgentFrom = launcher.AgentFrom
 
 // CleanupVMSandbox releases what a dead shim's microVM left. The VMM runs
 // with a parent-death signal, so it died with the shim; nothing else is
