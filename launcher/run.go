@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/greatjail/cvm/guest-agent/link"
+	"github.com/greatjail/cvm/internal/guesttext"
 	"github.com/greatjail/cvm/launcher/engine"
 	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
 )
@@ -189,7 +189,7 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	r.res.Boot = time.Since(bootStart)
-	t.done("kernel %s, agent %s", status.GetKernelRelease(), status.GetAgentVersion())
+	t.done("kernel %s, agent %s", guesttext.Line(status.GetKernelRelease(), 128), guesttext.Line(status.GetAgentVersion(), 128))
 
 	host, _ := kbsHost(s.KBS)
 	t = r.p.step("attesting to %s and unlocking the disk", s.KBS)
@@ -213,6 +213,9 @@ func (r *run) run(ctx context.Context) error {
 	r.stop(agent)
 	return nil
 }
+
+// maxGuestMessage bounds a guest's error message in the launcher's own.
+const maxGuestMessage = 2048
 
 // socketPath returns a Unix socket path for the link: in dir when the path
 // fits sockaddr_un, else in a fresh short temporary directory.
@@ -290,7 +293,7 @@ func (r *run) boot(ctx context.Context, timeout time.Duration) (agentv1.AgentCli
 		case agentv1.Phase_PHASE_READY:
 			return agent, st, nil
 		case agentv1.Phase_PHASE_FAILED:
-			return nil, nil, fail("booting", fmt.Errorf("the agent failed: %s", st.GetError()))
+			return nil, nil, fail("booting", fmt.Errorf("the agent failed: %s", guesttext.Line(st.GetError(), maxGuestMessage)))
 		}
 		if err := sleepCtx(bctx, statusPoll); err != nil {
 			return nil, nil, fail("waiting for the agent", err)
@@ -320,18 +323,18 @@ func (r *run) launchError(err error) error {
 			// answers at --kbs, or the server name does not match), or
 			// something else than the broker answers there.
 			return fmt.Errorf("%w: the guest reached %s but could not open a session with the key broker there "+
-				"(is --kbs-ca the CA of the broker at --kbs?): %s", ErrLaunch, r.spec.KBS, st.Message())
+				"(is --kbs-ca the CA of the broker at --kbs?): %s", ErrLaunch, r.spec.KBS, guesttext.Line(st.Message(), maxGuestMessage))
 		}
-		return fmt.Errorf("%w at %s: %s", ErrUnreachable, r.spec.KBS, st.Message())
+		return fmt.Errorf("%w at %s: %s", ErrUnreachable, r.spec.KBS, guesttext.Line(st.Message(), maxGuestMessage))
 	case codes.FailedPrecondition:
-		return fmt.Errorf("%w: the disk %s: %s", ErrLaunch, r.spec.Disk, st.Message())
+		return fmt.Errorf("%w: the disk %s: %s", ErrLaunch, r.spec.Disk, guesttext.Line(st.Message(), maxGuestMessage))
 	default:
 		select {
 		case <-r.h.Exited():
 			return fmt.Errorf("%w: the guest stopped during the launch (%s)%s", ErrLaunch, r.stopReason(), r.consoleTail())
 		default:
 		}
-		return fmt.Errorf("%w: the guest agent: %s", ErrLaunch, st.Message())
+		return fmt.Errorf("%w: the guest agent: %s", ErrLaunch, guesttext.Line(st.Message(), maxGuestMessage))
 	}
 }
 
@@ -458,26 +461,17 @@ func (r *run) stopReason() string {
 // error message.
 func (r *run) consoleTail() string {
 	path := filepath.Join(r.dir, ConsoleLog)
-	b, err := os.ReadFile(path)
-	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+	tail, panicLine, err := guesttext.Tail(path, 20, "Kernel panic")
+	switch {
+	case err != nil:
+		return fmt.Sprintf("; the console log %s: %v", path, err)
+	case tail == "":
 		return fmt.Sprintf("; the console log %s is empty", path)
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	var panicLine string
-	for _, l := range lines {
-		if strings.Contains(l, "Kernel panic") {
-			panicLine = l
-			break
-		}
-	}
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	tail := strings.Join(lines, "\n  ")
 	if panicLine != "" && !strings.Contains(tail, panicLine) {
-		tail = panicLine + "\n  ...\n  " + tail
+		tail = panicLine + "\n...\n" + tail
 	}
-	return fmt.Sprintf("; the console log %s ends with:\n  %s", path, tail)
+	return fmt.Sprintf("; the console log %s ends with:\n  %s", path, strings.ReplaceAll(tail, "\n", "\n  "))
 }
 
 // progress prints the launcher's progress lines.

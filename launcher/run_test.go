@@ -168,6 +168,8 @@ func TestRunFakeAgent(t *testing.T) {
 		{"unreachable", status.Error(codes.Unavailable, "connection closed"), ErrUnreachable, "broker.test:8443"},
 		{"disk", status.Error(codes.FailedPrecondition, "luks2: header checksum mismatch"), ErrLaunch, "header checksum mismatch"},
 		{"internal", status.Error(codes.Internal, "mount: no ext4"), ErrLaunch, "mount: no ext4"},
+		// A hostile guest's message must not drive the operator's terminal.
+		{"escapes", status.Error(codes.Internal, "\x1b]0;owned\x07\x1b[2Jfine\rok"), ErrLaunch, `\x1b]0;owned\a\x1b[2Jfine\rok`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fa := &fakeAgent{launchErr: tc.launchErr, psp: make(chan []byte, 1)}
@@ -216,6 +218,9 @@ func TestRunFakeAgent(t *testing.T) {
 			}
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("Run = %v, want %v containing %q", err, tc.want, tc.wantMsg)
+			}
+			if strings.ContainsAny(err.Error(), "\x1b\x07\r") {
+				t.Errorf("Run's error carries raw control characters from the guest: %q", err)
 			}
 			if !strings.Contains(err.Error(), s.StateDir) {
 				t.Errorf("error %q does not name the state directory", err)
