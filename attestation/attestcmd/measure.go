@@ -27,6 +27,9 @@ type Measurement struct {
 	TEE          string            `json:"tee"`
 	LaunchDigest string            `json:"launch_digest,omitempty"`
 	MRTD         string            `json:"mrtd,omitempty"`
+	RTMR1        string            `json:"rtmr1,omitempty"`
+	RTMR2        string            `json:"rtmr2,omitempty"`
+	Events       *TDXEvents        `json:"events,omitempty"`
 	Inputs       []MeasureInput    `json:"inputs"`
 	Parameters   map[string]string `json:"parameters,omitempty"`
 }
@@ -115,10 +118,55 @@ func MeasureSNP(o MeasureSNPOptions) (*Measurement, error) {
 	return m, nil
 }
 
-// MeasureTDX computes the MRTD of a TDVF firmware image.
-func MeasureTDX(firmware string) (*Measurement, error) {
+// MeasureTDXOptions are the inputs of `cvm measure tdx`.
+type MeasureTDXOptions struct {
+	Firmware string
+	// Kernel, Initrd and Cmdline describe a direct boot (QEMU -kernel,
+	// -initrd, -append); with Kernel, RTMR1 and RTMR2 are computed too.
+	Kernel  string
+	Initrd  string
+	Cmdline string
+	// MemorySize is the guest RAM in bytes (QEMU -m), needed when
+	// KernelImage is "patched" and there is an initrd; 0 when not given.
+	MemorySize uint64
+	// KernelImage is "patched" or "raw": which kernel bytes OVMF hashes.
+	KernelImage string
+	// Stub is "cc" or "none": whether the kernel's EFI stub extends RTMR2.
+	Stub string
+}
+
+// TDXEvents are the RTMR event lists `cvm measure tdx --json` prints.
+type TDXEvents struct {
+	RTMR1 []tdxmeasure.Event `json:"rtmr1"`
+	RTMR2 []tdxmeasure.Event `json:"rtmr2"`
+}
+
+// MeasureTDX computes the MRTD of a TDVF firmware image and, with a
+// kernel, the RTMR1 and RTMR2 of the direct boot.
+func MeasureTDX(o MeasureTDXOptions) (*Measurement, error) {
+	var boot tdxmeasure.Boot
+	if o.Kernel != "" {
+		var err error
+		if o.KernelImage == "" {
+			return nil, fmt.Errorf("%w: --kernel needs --ovmf-measures patched|raw (which kernel bytes the firmware hashes)", ErrUsage)
+		}
+		if boot.KernelImage, err = tdxmeasure.ParseKernelImage(o.KernelImage); err != nil {
+			return nil, fmt.Errorf("%w: --ovmf-measures: %w", ErrUsage, err)
+		}
+		if o.Stub == "" {
+			return nil, fmt.Errorf("%w: --kernel needs --stub-measures cc|none (whether the kernel's EFI stub extends RTMR2)", ErrUsage)
+		}
+		if boot.Stub, err = tdxmeasure.ParseStub(o.Stub); err != nil {
+			return nil, fmt.Errorf("%w: --stub-measures: %w", ErrUsage, err)
+		}
+		if boot.KernelImage == tdxmeasure.KernelPatched && o.Initrd != "" && o.MemorySize == 0 {
+			return nil, fmt.Errorf("%w: --ovmf-measures patched with --initrd needs --memory SIZE: QEMU writes the initrd address, which depends on the memory size, into the measured kernel", ErrUsage)
+		}
+	} else if o.Initrd != "" || o.Cmdline != "" || o.MemorySize != 0 || o.KernelImage != "" || o.Stub != "" {
+		return nil, fmt.Errorf("%w: --initrd, --cmdline, --memory, --ovmf-measures and --stub-measures need --kernel", ErrUsage)
+	}
 	m := &Measurement{TEE: "tdx"}
-	fw, err := m.input("firmware", firmware)
+	fw, err := m.input("firmware", o.Firmware)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +175,37 @@ func MeasureTDX(firmware string) (*Measurement, error) {
 		return nil, fmt.Errorf("measure tdx: %w", err)
 	}
 	m.MRTD = hex.EncodeToString(d[:])
+	if o.Kernel == "" {
+		return m, nil
+	}
+	if boot.Kernel, err = m.input("kernel", o.Kernel); err != nil {
+		return nil, err
+	}
+	if o.Initrd != "" {
+		if boot.Initrd, err = m.input("initrd", o.Initrd); err != nil {
+			return nil, err
+		}
+	}
+	boot.Cmdline, boot.MemorySize = o.Cmdline, o.MemorySize
+	r1, err := tdxmeasure.RTMR1(boot)
+	if err != nil {
+		return nil, fmt.Errorf("measure tdx: kernel %s: %w", o.Kernel, err)
+	}
+	r2, err := tdxmeasure.RTMR2(boot)
+	if err != nil {
+		return nil, fmt.Errorf("measure tdx: %w", err)
+	}
+	v1, v2 := r1.Value(), r2.Value()
+	m.RTMR1, m.RTMR2 = hex.EncodeToString(v1[:]), hex.EncodeToString(v2[:])
+	m.Events = &TDXEvents{RTMR1: r1.Events, RTMR2: r2.Events}
+	m.Parameters = map[string]string{
+		"cmdline":       o.Cmdline,
+		"ovmf_measures": strings.ToLower(o.KernelImage),
+		"stub_measures": strings.ToLower(o.Stub),
+	}
+	if o.MemorySize != 0 {
+		m.Parameters["memory"] = strconv.FormatUint(o.MemorySize, 10)
+	}
 	return m, nil
 }
 

@@ -1,5 +1,7 @@
 // Package tdxmeasure computes the expected Intel TDX launch measurement
-// (MRTD) of a TDVF firmware image, such as OVMF.fd, from the image alone.
+// (MRTD) of a TDVF firmware image, such as OVMF.fd, from the image alone,
+// and the RTMR1 and RTMR2 of a direct kernel boot from the kernel, initrd
+// and command line.
 //
 // # MRTD
 //
@@ -35,23 +37,30 @@
 //
 // # RTMRs
 //
-// This package does not compute RTMRs. What determines them (each RTMR starts
-// at 48 zero bytes and is extended as SHA-384(RTMR ‖ SHA-384(event))):
+// Each RTMR starts at 48 zero bytes and is extended as SHA-384(RTMR ‖
+// digest) per event (Extend, Replay). For a direct boot (QEMU -kernel,
+// -initrd, -append with TDVF), RTMR1 and RTMR2 computes two of them:
 //
-//   - RTMR0 (firmware configuration) is not deterministic from the inputs
-//     alone. TDVF extends the TD_HOB (memory map, so memory size), the CFV
-//     (variable store), the Secure Boot variables, the VMM's ACPI tables
-//     (which depend on the VMM version, machine type, devices and vCPU count)
-//     and the boot variables. It can be predicted only for one fixed VMM
-//     configuration whose ACPI tables and HOB have been captured or are built
-//     by our own VMM.
-//   - RTMR1 (loader and kernel) is deterministic from the kernel file and the
-//     firmware version: the Authenticode SHA-384 of the kernel's PE image
-//     (OVMF up to 2025.02 hashes the image as patched by QEMU's setup-header
-//     edits, later versions the raw file), followed by fixed boot events.
-//   - RTMR2 (OS) is deterministic from the command line (UTF-16LE with NUL,
-//     with " initrd=initrd" appended by OVMF) and the initrd's SHA-384.
+//   - RTMR0 (firmware configuration) is not computed: TDVF extends the
+//     TD_HOB (memory map, so memory size), the CFV (variable store), the
+//     Secure Boot variables, the VMM's ACPI tables (which depend on the VMM
+//     version, machine type, devices and vCPU count) and the boot
+//     variables. It can be predicted only for one fixed VMM configuration
+//     whose ACPI tables and HOB have been captured or are built by our own
+//     VMM.
+//   - RTMR1 (loader and kernel): the kernel's Authenticode SHA-384 (OVMF up
+//     to edk2-stable202502 hashes the image as patched by QEMU's
+//     setup-header edits, PatchKernel; later versions the raw file),
+//     followed by four fixed EFI events.
+//   - RTMR2 (OS): what the kernel's EFI stub logs, if its stub measures
+//     through the CC measurement protocol: the load options (the command
+//     line with " initrd=initrd" appended by OVMF, UTF-16LE with NUL) and
+//     the initrd's SHA-384.
 //   - RTMR3 is zero at launch; it belongs to the OS and runtime.
+//
+// The event lists follow dstack-mr (Dstack-TEE/dstack, a fork of
+// virtee/tdx-measure), EDK2 and Linux's EFI stub as read; see
+// docs/measure.md for what is cross-checked and what is not.
 //
 // Other TDREPORT fields (ATTRIBUTES, XFAM, MRCONFIGID, MROWNER,
 // MROWNERCONFIG, SERVTD_HASH, TEE_TCB_SVN) are not measurements of the
