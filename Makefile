@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 FUZZMINIMIZE ?= 5s
 BENCHTIME ?= 2s
 # Debian packages the tests and tools need.
-APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs erofs-utils cpio xz-utils runc swtpm
+APT_PACKAGES := protobuf-compiler acpica-tools qemu-system-x86 cryptsetup-bin e2fsprogs erofs-utils cpio xz-utils runc swtpm osslsigncode
 
 PREFIX ?= /usr/local
 
