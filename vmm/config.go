@@ -36,8 +36,14 @@ type Config struct {
 	Disks          []Disk // first is /dev/vda
 	VsockUDS       string // hybrid vsock Unix socket path; empty: no vsock
 	RNG            bool   // add a virtio entropy device
-	Console        io.Writer
-	KVMPath        string // default DefaultKVMPath
+	// Slots are disk hot-plug slots (DiskSlot), empty virtio-blk devices
+	// after every other device; nil entries are invalid. They are part
+	// of the guest's layout and so of the plan; with none, the plan is
+	// what it was before slots existed. Not with Seccomp (Attach opens
+	// files).
+	Slots   []*DiskSlot
+	Console io.Writer
+	KVMPath string // default DefaultKVMPath
 	// Seccomp makes Run confine the whole process with LockDown once the
 	// VM is set up, before the first vCPU runs. It is permanent and
 	// process-wide: only for a process that runs one VM and exits.
@@ -81,6 +87,9 @@ func validate(cfg Config) (*plan.Plan, []Window, error) {
 		}
 		f.Close()
 	}
+	if cfg.Seccomp && len(cfg.Slots) > 0 {
+		return nil, nil, invalid("%d disk slots with Seccomp: attaching a disk opens its file, which the seccomp policy forbids", len(cfg.Slots))
+	}
 	if cfg.VsockUDS != "" {
 		dir := filepath.Dir(cfg.VsockUDS)
 		fi, err := os.Stat(dir)
@@ -110,6 +119,11 @@ func planFor(cfg Config) (*plan.Plan, []Window, error) {
 	}
 	if cfg.MemorySize > MaxMemorySize {
 		return nil, nil, invalid("memory size %s: at most %s", FormatSize(cfg.MemorySize), FormatSize(MaxMemorySize))
+	}
+	for i, s := range cfg.Slots {
+		if s == nil {
+			return nil, nil, invalid("disk slot %d is nil", i)
+		}
 	}
 	if n := deviceCount(cfg); n > maxDevices {
 		return nil, nil, invalid("%d virtio devices: at most %d", n, maxDevices)

@@ -52,6 +52,19 @@ func TestValidate(t *testing.T) {
 				c.Disks = append(c.Disks, Disk{Path: disk})
 			}
 		}, wantMsg: []string{"20 virtio devices: at most 19"}},
+		{name: "ok with slots", mod: func(c *Config) {
+			c.Disks = []Disk{{Path: disk}}
+			c.Slots = []*DiskSlot{NewDiskSlot(), NewDiskSlot()}
+		}},
+		{name: "nil slot", mod: func(c *Config) { c.Slots = []*DiskSlot{NewDiskSlot(), nil} }, wantMsg: []string{"disk slot 1 is nil"}},
+		{name: "slots with seccomp", mod: func(c *Config) { c.Slots = []*DiskSlot{NewDiskSlot()}; c.Seccomp = true },
+			wantMsg: []string{"1 disk slots with Seccomp"}},
+		{name: "too many slots", mod: func(c *Config) {
+			c.Disks, c.RNG = []Disk{{Path: disk}}, true
+			for range 18 {
+				c.Slots = append(c.Slots, NewDiskSlot())
+			}
+		}, wantMsg: []string{"20 virtio devices: at most 19"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,12 +37,13 @@ const (
 	KindBlock DeviceKind = iota + 1
 	KindRNG
 	KindVsock
+	KindSlot // a disk hot-plug slot (Config.Slots)
 )
 
 // Window is one virtio-mmio device's place in the guest.
 type Window struct {
 	Kind DeviceKind
-	Disk int // index into Config.Disks for KindBlock
+	Disk int // index into Config.Disks for KindBlock, Config.Slots for KindSlot
 	acpi.Device
 }
 
@@ -54,11 +55,12 @@ func deviceCount(cfg Config) int {
 	if cfg.VsockUDS != "" {
 		n++
 	}
-	return n
+	return n + len(cfg.Slots)
 }
 
 // Windows assigns each device of cfg its MMIO window and GSI, in the order
-// the guest enumerates them: disks, then entropy, then vsock.
+// the guest enumerates them: disks, then entropy, then vsock, then the disk
+// hot-plug slots.
 func Windows(cfg Config) []Window {
 	var ws []Window
 	add := func(k DeviceKind, disk int) {
@@ -78,6 +80,9 @@ func Windows(cfg Config) []Window {
 	}
 	if cfg.VsockUDS != "" {
 		add(KindVsock, 0)
+	}
+	for i := range cfg.Slots {
+		add(KindSlot, i)
 	}
 	return ws
 }

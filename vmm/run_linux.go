@@ -245,6 +245,15 @@ func buildBuses(cfg Config, wins []Window, vm *kvm.VM, mem *Memory, st *stopper,
 			}
 			t = virtio.NewMMIO(blk, mem, irq)
 			blk.Attach(t)
+		case KindSlot:
+			blk := devices.NewEmptyBlock()
+			t = virtio.NewMMIO(blk, mem, irq)
+			blk.Attach(t)
+			s := cfg.Slots[w.Disk]
+			if err := s.bind(blk); err != nil {
+				return nil, nil, err
+			}
+			undo.push(s.stop)
 		case KindRNG:
 			r := devices.NewRNG(rand.Reader)
 			t = virtio.NewMMIO(r, mem, irq)

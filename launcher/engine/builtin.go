@@ -20,6 +20,9 @@ const AgentVsockPort = 1024
 // Builtin is the builtin engine: vmm.Run in this process on /dev/kvm. The
 // guest gets the same devices as the measured plan (one disk, entropy,
 // vsock), so a builtin launch is the plan the measurement was computed from.
+// A Machine with HotplugPorts also gets that many disk hot-plug slots
+// (vmm.DiskSlot: empty virtio-blk devices after the others, which change
+// the plan); its Handle implements DiskHotplug. There is no QMP monitor.
 type Builtin struct {
 	// KVMPath overrides vmm.DefaultKVMPath (tests).
 	KVMPath string
@@ -34,8 +37,11 @@ func (Builtin) Accel() string { return "kvm" }
 // Config returns the vmm.Config the builtin engine runs for m, reading the
 // kernel and initramfs. Console is left nil.
 func (b Builtin) Config(m Machine) (vmm.Config, error) {
-	if m.QMPSocket != "" || m.HotplugPorts != 0 {
-		return vmm.Config{}, errors.New("builtin engine: no QMP monitor and no disk hot-plug (Machine.QMPSocket, HotplugPorts): use the qemu engine")
+	if m.QMPSocket != "" {
+		return vmm.Config{}, errors.New("builtin engine: no QMP monitor (Machine.QMPSocket): hot-plug disks through the Handle's DiskHotplug, or use the qemu engine")
+	}
+	if m.HotplugPorts < 0 || m.HotplugPorts > MaxHotplugPorts {
+		return vmm.Config{}, fmt.Errorf("builtin engine: %d hot-plug slots (Machine.HotplugPorts): want 0 to %d", m.HotplugPorts, MaxHotplugPorts)
 	}
 	kernel, err := os.ReadFile(m.Kernel)
 	if err != nil {
@@ -45,11 +51,16 @@ func (b Builtin) Config(m Machine) (vmm.Config, error) {
 	if err != nil {
 		return vmm.Config{}, fmt.Errorf("builtin engine: initramfs: %w", err)
 	}
+	var slots []*vmm.DiskSlot
+	for range m.HotplugPorts {
+		slots = append(slots, vmm.NewDiskSlot())
+	}
 	return vmm.Config{
 		Kernel: kernel, Initrd: initrd, Cmdline: m.Cmdline,
 		MemorySize: m.Memory, VCPUs: m.VCPUs,
 		Disks:    []vmm.Disk{{Path: m.Disk}},
 		VsockUDS: m.LinkSocket, RNG: true,
+		Slots:   slots,
 		KVMPath: b.KVMPath,
 	}, nil
 }
@@ -63,9 +74,9 @@ func (b Builtin) Start(ctx context.Context, m Machine) (Handle, error) {
 	if err := vmm.Validate(cfg); err != nil {
 		return nil, fmt.Errorf("builtin engine: %w", err)
 	}
-	console, err := os.OpenFile(m.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	console, err := openConsoleLog(m.ConsoleLog, MaxConsoleLog)
 	if err != nil {
-		return nil, fmt.Errorf("builtin engine: console log: %w", err)
+		return nil, fmt.Errorf("builtin engine: %w", err)
 	}
 	cfg.Console = console
 	// The engine log gets the VM's shape and how it ended, as QEMU's
@@ -79,12 +90,12 @@ func (b Builtin) Start(ctx context.Context, m Machine) (Handle, error) {
 		}
 		elog = elogFile
 	}
-	fmt.Fprintf(elog, "builtin engine: %s: %d vCPUs, %d MiB, disk %s, vsock %s, cmdline %q\n",
-		m.Kernel, cfg.VCPUs, cfg.MemorySize>>20, m.Disk, m.LinkSocket, cfg.Cmdline)
+	fmt.Fprintf(elog, "builtin engine: %s: %d vCPUs, %d MiB, disk %s, %d hot-plug slots, vsock %s, cmdline %q\n",
+		m.Kernel, cfg.VCPUs, cfg.MemorySize>>20, m.Disk, len(cfg.Slots), m.LinkSocket, cfg.Cmdline)
 	// The VM lives until Kill or its own power-off, not until ctx ends:
 	// the caller shuts it down gracefully first.
 	vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	h := &builtinHandle{uds: m.LinkSocket, cancel: cancel, exited: make(chan struct{})}
+	h := &builtinHandle{uds: m.LinkSocket, cancel: cancel, exited: make(chan struct{}), slots: cfg.Slots, elog: elog}
 	go func() {
 		defer close(h.exited)
 		defer console.Close()
@@ -117,6 +128,58 @@ type builtinHandle struct {
 	exited chan struct{}
 	err    error
 	kill   sync.Once
+	slots  []*vmm.DiskSlot // safe for concurrent use
+	// elog is the engine log; slot changes are noted there. Its writes
+	// are serialized by the file (the VM goroutine writes too).
+	elog io.Writer
+}
+
+var _ DiskHotplug = (*builtinHandle)(nil)
+
+// slot returns hot-plug slot i.
+func (h *builtinHandle) slot(i int) (*vmm.DiskSlot, error) {
+	if i < 0 || i >= len(h.slots) {
+		return nil, fmt.Errorf("builtin engine: hot-plug slot %d: the VM has %d (0 to %d)", i, len(h.slots), len(h.slots)-1)
+	}
+	return h.slots[i], nil
+}
+
+// AttachDisk implements DiskHotplug: vmm.DiskSlot.Attach.
+func (h *builtinHandle) AttachDisk(ctx context.Context, slot int, path, serial string, ro bool) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("builtin engine: attach %s: %w", path, err)
+	}
+	if err := ValidSerial(serial); err != nil {
+		return fmt.Errorf("builtin engine: attach %s: %w", path, err)
+	}
+	s, err := h.slot(slot)
+	if err != nil {
+		return err
+	}
+	if err := s.Attach(path, serial, ro); err != nil {
+		return fmt.Errorf("builtin engine: hot-plug slot %d: %w", slot, err)
+	}
+	fmt.Fprintf(h.elog, "builtin engine: slot %d: attached %s (serial %s, read-only %t)\n", slot, path, serial, ro)
+	return nil
+}
+
+// DetachDisk implements DiskHotplug: vmm.DiskSlot.Detach.
+func (h *builtinHandle) DetachDisk(ctx context.Context, slot int) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("builtin engine: detach slot %d: %w", slot, err)
+	}
+	s, err := h.slot(slot)
+	if err != nil {
+		return err
+	}
+	path := s.Attached()
+	if err := s.Detach(); err != nil {
+		return fmt.Errorf("builtin engine: hot-plug slot %d: %w", slot, err)
+	}
+	if path != "" {
+		fmt.Fprintf(h.elog, "builtin engine: slot %d: detached %s\n", slot, path)
+	}
+	return nil
 }
 
 // linkRetry is how often Link retries a vsock connection the guest has not

@@ -43,10 +43,14 @@ type Machine struct {
 	// retry while it does not exist yet). The qemu engine only; "" means
 	// no monitor.
 	QMPSocket string
-	// HotplugPorts is how many empty PCIe root ports the guest gets for
-	// devices added later through QMP (q35's root bus takes no hot-plugged
-	// device). Port i has the QMP bus id HotplugPortID(i). The qemu engine
-	// only; 0 means none.
+	// HotplugPorts is how many disks can be hot-plugged at once; 0
+	// means none. The qemu engine gives the guest that many empty PCIe
+	// root ports for devices added later through QMP (q35's root bus
+	// takes no hot-plugged device); port i has the QMP bus id
+	// HotplugPortID(i). The builtin engine gives it that many empty
+	// virtio-blk devices (media-change slots, vmm.DiskSlot) that its
+	// Handle fills and empties through DiskHotplug; they are part of the
+	// guest's layout, so a launch to be measured has none.
 	HotplugPorts int
 }
 
@@ -71,6 +75,31 @@ type Handle interface {
 	// Kill stops the guest now. It is safe to call more than once and
 	// after the guest has stopped.
 	Kill()
+}
+
+// DiskHotplug is implemented by a Handle whose engine can add and remove disks while the guest runs.
+type DiskHotplug interface {
+	// AttachDisk puts the raw image at path into free hot-plug slot `slot` (0 ≤ slot < Machine.HotplugPorts) as a virtio-blk disk with the given serial (≤ 20 bytes, [A-Za-z0-9._-]), read-only if ro.
+	AttachDisk(ctx context.Context, slot int, path, serial string, ro bool) error
+	// DetachDisk empties slot; the guest must have stopped using the disk.
+	DetachDisk(ctx context.Context, slot int) error
+}
+
+// MaxSerial is the longest disk serial: virtio-blk's VIRTIO_BLK_ID_BYTES.
+const MaxSerial = 20
+
+// ValidSerial checks a hot-plugged disk's serial: 1 to MaxSerial bytes of
+// [A-Za-z0-9._-], what the guest agent accepts.
+func ValidSerial(s string) error {
+	if s == "" || len(s) > MaxSerial {
+		return fmt.Errorf("engine: disk serial %q: want 1 to %d bytes", s, MaxSerial)
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("engine: disk serial %q: %q is outside [A-Za-z0-9._-]", s, r)
+		}
+	}
+	return nil
 }
 
 // Engine starts guests.

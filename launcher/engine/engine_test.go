@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/greatjail/cvm/vmm"
 )
 
 // TestMain doubles as a fake qemu-system-x86_64 when CVM_FAKE_QEMU is set:
@@ -101,7 +103,7 @@ func TestQEMUArgs(t *testing.T) {
 		want := append(tc.want,
 			[]string{"-m", "1024M"}, []string{"-smp", "2"}, []string{"-kernel", "/k/vmlinuz"},
 			[]string{"-initrd", "/s/initrd"}, []string{"-append", "console=ttyS0 panic=-1 quiet"},
-			[]string{"-chardev", "file,id=console,path=/s/console.log"},
+			[]string{"-chardev", "stdio,id=console,signal=off"},
 			[]string{"-drive", "file=/d/a,,b.img,if=none,id=disk0,format=raw,cache=none,aio=threads"},
 			[]string{"-chardev", "socket,id=link,path=/s/link.sock"},
 			[]string{"-device", "virtserialport,chardev=link,name=cvm.link"},
@@ -312,7 +314,7 @@ func TestQEMUArgsExact(t *testing.T) {
 		"-accel", "tcg", "-cpu", "max",
 		"-m", "512M", "-smp", "1",
 		"-kernel", "/k/vmlinuz", "-initrd", "/s/initrd", "-append", "console=ttyS0 panic=-1 quiet",
-		"-chardev", "file,id=console,path=/s/console.log",
+		"-chardev", "stdio,id=console,signal=off",
 		"-serial", "chardev:console",
 		"-drive", "file=/d/disk.img,if=none,id=disk0,format=raw,cache=none,aio=threads",
 		"-device", "virtio-blk-pci,drive=disk0",
@@ -346,9 +348,133 @@ func TestHotplugLimits(t *testing.T) {
 	if _, err := (&QEMU{Binary: "true"}).Start(context.Background(), m); err == nil || !strings.Contains(err.Error(), "hot-plug ports") {
 		t.Errorf("Start with %d hot-plug ports: %v, want a refusal", m.HotplugPorts, err)
 	}
+	if _, err := (Builtin{}).Config(m); err == nil || !strings.Contains(err.Error(), "hot-plug slots") {
+		t.Errorf("builtin with %d hot-plug ports: %v, want a refusal", m.HotplugPorts, err)
+	}
 	m.HotplugPorts = 1
-	if _, err := (Builtin{}).Config(m); err == nil || !strings.Contains(err.Error(), "hot-plug") {
-		t.Errorf("builtin with hot-plug ports: %v, want a refusal", err)
+	m.QMPSocket = "/q"
+	if _, err := (Builtin{}).Config(m); err == nil || !strings.Contains(err.Error(), "QMP") {
+		t.Errorf("builtin with a QMP socket: %v, want a refusal", err)
+	}
+}
+
+// builtinMachine is a Machine whose files exist: a synthetic bzImage, an
+// initramfs and a 1 MiB disk.
+func builtinMachine(t *testing.T) Machine {
+	d := t.TempDir()
+	m := Machine{
+		Kernel: filepath.Join(d, "bzImage"), Initrd: filepath.Join(d, "initrd"), Disk: filepath.Join(d, "disk.img"),
+		Cmdline: "console=ttyS0", Memory: 64 << 20, VCPUs: 1,
+		LinkSocket: filepath.Join(d, "link.sock"), ConsoleLog: filepath.Join(d, "console.log"), EngineLog: filepath.Join(d, "engine.log"),
+	}
+	for name, b := range map[string][]byte{m.Kernel: synthBzImage(), m.Initrd: []byte("initrd"), m.Disk: make([]byte, 1<<20)} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// The builtin engine turns HotplugPorts into that many vmm disk slots,
+// after the other devices; a machine without them keeps the plan it had.
+func TestBuiltinHotplugConfig(t *testing.T) {
+	m := builtinMachine(t)
+	plain, err := (Builtin{}).Config(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain.Slots) != 0 {
+		t.Errorf("Config without HotplugPorts has %d slots, want 0", len(plain.Slots))
+	}
+	m.HotplugPorts = 3
+	cfg, err := (Builtin{}).Config(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Slots) != 3 {
+		t.Fatalf("Config with 3 HotplugPorts has %d slots, want 3", len(cfg.Slots))
+	}
+	var kinds []vmm.DeviceKind
+	for _, w := range vmm.Windows(cfg) {
+		kinds = append(kinds, w.Kind)
+	}
+	want := []vmm.DeviceKind{vmm.KindBlock, vmm.KindRNG, vmm.KindVsock, vmm.KindSlot, vmm.KindSlot, vmm.KindSlot}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("device windows (-want +got):\n%s", diff)
+	}
+	if err := vmm.Validate(cfg); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+// Slots outside the range, bad serials and a VM that is not running are
+// refused with errors that say so; the VM stopping makes every slot
+// refuse.
+func TestBuiltinDiskHotplugErrors(t *testing.T) {
+	m := builtinMachine(t)
+	m.HotplugPorts = 2
+	kvm := filepath.Join(t.TempDir(), "no-kvm")
+	h, err := Builtin{KVMPath: kvm}.Start(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	dh, ok := h.(DiskHotplug)
+	if !ok {
+		t.Fatalf("the builtin Handle (%T) does not implement DiskHotplug", h)
+	}
+	h.Wait() // no KVM: the VM never ran
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		slot   int
+		serial string
+		want   string // in the error
+		notRun bool   // the error wraps vmm.ErrSlotNotRunning
+	}{
+		{"negative slot", -1, "cvm-disk-1", "slot -1", false},
+		{"slot past the end", 2, "cvm-disk-1", "slot 2: the VM has 2", false},
+		{"empty serial", 0, "", "serial", false},
+		{"long serial", 0, strings.Repeat("s", MaxSerial+1), "serial", false},
+		{"serial with a space", 0, "a b", "outside", false},
+		{"VM not running", 1, "cvm-disk-1", "slot 1", true},
+	}
+	for _, tt := range tests {
+		err := dh.AttachDisk(ctx, tt.slot, m.Disk, tt.serial, true)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || errors.Is(err, vmm.ErrSlotNotRunning) != tt.notRun {
+			t.Errorf("%s: AttachDisk = %v, want an error containing %q (ErrSlotNotRunning: %t)", tt.name, err, tt.want, tt.notRun)
+		}
+	}
+	if err := dh.DetachDisk(ctx, 0); !errors.Is(err, vmm.ErrSlotNotRunning) {
+		t.Errorf("DetachDisk on a stopped VM = %v, want ErrSlotNotRunning", err)
+	}
+	if err := dh.DetachDisk(ctx, 5); err == nil || !strings.Contains(err.Error(), "slot 5") {
+		t.Errorf("DetachDisk(5) = %v, want an error naming slot 5", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := dh.AttachDisk(cctx, 0, m.Disk, "cvm-disk-1", true); !errors.Is(err, context.Canceled) {
+		t.Errorf("AttachDisk with a canceled context = %v, want context.Canceled", err)
+	}
+}
+
+func TestValidSerial(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{"cvm-disk-1", true},
+		{"A.b_C-9", true},
+		{strings.Repeat("x", MaxSerial), true},
+		{strings.Repeat("x", MaxSerial+1), false},
+		{"", false},
+		{"a/b", false},
+		{"é", false},
+		{"a\x00", false},
+	} {
+		if err := ValidSerial(tt.in); (err == nil) != tt.ok {
+			t.Errorf("ValidSerial(%q) = %v, want ok %t", tt.in, err, tt.ok)
+		}
 	}
 }
 
@@ -378,17 +504,8 @@ func synthBzImage() []byte {
 // and VMM's error, and the engine log says what was started and how it
 // ended.
 func TestBuiltinEngineLog(t *testing.T) {
+	m := builtinMachine(t)
 	d := t.TempDir()
-	m := Machine{
-		Kernel: filepath.Join(d, "bzImage"), Initrd: filepath.Join(d, "initrd"), Disk: filepath.Join(d, "disk.img"),
-		Cmdline: "console=ttyS0", Memory: 64 << 20, VCPUs: 1,
-		LinkSocket: filepath.Join(d, "link.sock"), ConsoleLog: filepath.Join(d, "console.log"), EngineLog: filepath.Join(d, "engine.log"),
-	}
-	for name, b := range map[string][]byte{m.Kernel: synthBzImage(), m.Initrd: []byte("initrd"), m.Disk: make([]byte, 1<<20)} {
-		if err := os.WriteFile(name, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	kvm := filepath.Join(d, "no-kvm")
 	h, err := Builtin{KVMPath: kvm}.Start(context.Background(), m)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 const QEMUBinary = "qemu-system-x86_64"
 
 // QEMU is the qemu engine: QEMU with direct kernel boot, no firmware
-// graphics, no network, the serial console in a file, the disk as
+// graphics, no network, the serial console in a bounded file, the disk as
 // virtio-blk-pci and the link as the virtio-serial port cvm.link.
 //
 // Machine type: q35. Measured on this 2-core host under TCG with the
@@ -63,7 +63,9 @@ func (q *QEMU) Args(m Machine) []string {
 		"-m", strconv.FormatUint(m.Memory>>20, 10) + "M",
 		"-smp", strconv.Itoa(m.VCPUs),
 		"-kernel", m.Kernel, "-initrd", m.Initrd, "-append", m.Cmdline,
-		"-chardev", "file,id=console,path=" + qemuEscape(m.ConsoleLog),
+		// The console goes to QEMU's stdout, which the engine writes to
+		// m.ConsoleLog with a bound (consoleLog).
+		"-chardev", "stdio,id=console,signal=off",
 		"-serial", "chardev:console",
 		"-drive", "file=" + qemuEscape(m.Disk) + ",if=none,id=disk0,format=raw,cache=none,aio=threads",
 		"-device", "virtio-blk-pci,drive=disk0",
@@ -123,13 +125,22 @@ func (q *QEMU) Start(ctx context.Context, m Machine) (Handle, error) {
 		}
 		elog = elogFile
 	}
+	console, err := openConsoleLog(m.ConsoleLog, MaxConsoleLog)
+	if err != nil {
+		ln.Close()
+		if elogFile != nil {
+			elogFile.Close()
+		}
+		return nil, fmt.Errorf("qemu engine: %w", err)
+	}
 	// Not exec.CommandContext: the caller stops the guest through Kill,
 	// after a graceful shutdown.
 	cmd := exec.Command(path, q.Args(m)...)
-	cmd.Stdout, cmd.Stderr = elog, elog
+	cmd.Stdout, cmd.Stderr = console, elog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		ln.Close()
+		console.Close()
 		if elogFile != nil {
 			elogFile.Close()
 		}
@@ -137,7 +148,8 @@ func (q *QEMU) Start(ctx context.Context, m Machine) (Handle, error) {
 	}
 	h := &qemuHandle{cmd: cmd, ln: ln, exited: make(chan struct{}), log: m.EngineLog}
 	go func() {
-		h.err = cmd.Wait()
+		h.err = cmd.Wait() // also waits for the console copy to end
+		console.Close()
 		if elogFile != nil {
 			elogFile.Close()
 		}

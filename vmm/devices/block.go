@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/greatjail/cvm/vmm/virtio"
 )
@@ -61,16 +62,31 @@ type BlockOptions struct {
 // Block is a virtio block device (virtio 1.2 §5.2) backed by a file. The
 // capacity is the file's size at NewBlock rounded down to whole sectors;
 // requests beyond it fail with IOERR. File I/O uses ReadAt and WriteAt only,
-// so the file offset is never moved. Its methods are called by its
-// virtio.MMIO under the transport's lock (see the package doc).
+// so the file offset is never moved. Its virtio.Device methods are called
+// by its virtio.MMIO under the transport's lock (see the package doc).
+//
+// A Block can also change its medium while the guest runs (Swap), the way a
+// removable drive does: NewEmptyBlock makes one with no medium (capacity 0,
+// every request failing with IOERR), Swap puts a file in or takes it out
+// and raises the configuration-change interrupt, and the driver re-reads
+// the capacity (Linux: virtblk_config_changed).
 type Block struct {
-	disk     disk
+	sig Signaler
+	// offerRO is whether the device offers VIRTIO_BLK_F_RO; fixed at
+	// construction, since the driver reads features only once.
+	offerRO bool
+
+	// mu guards the medium below. Notify holds it while it serves the
+	// queue, so Swap waits for requests in progress and no request sees
+	// half of a swap. Lock order: the transport's lock, then mu.
+	mu       sync.Mutex
+	disk     disk // nil: no medium
 	sectors  uint64
 	readOnly bool
 	id       [BlockIDLen]byte
-	sig      Signaler
 
-	// Set by Activate, cleared by Reset.
+	// Set by Activate, cleared by Reset; only touched under the
+	// transport's lock.
 	mem virtio.Memory
 	q   *virtio.Queue
 	buf []byte
@@ -90,23 +106,95 @@ func NewBlock(f *os.File, opts BlockOptions) (*Block, error) {
 }
 
 func newBlock(d disk, size int64, opts BlockOptions) (*Block, error) {
-	if len(opts.ID) > BlockIDLen {
-		return nil, fmt.Errorf("devices: block: id %q longer than %d bytes: %w", opts.ID, BlockIDLen, ErrInvalid)
+	b := &Block{sig: nopSignaler{}, offerRO: opts.ReadOnly}
+	if err := b.setMedium(d, size, opts); err != nil {
+		return nil, err
 	}
-	if size < SectorSize {
-		return nil, fmt.Errorf("devices: block: backing file of %d bytes holds no %d-byte sector: %w", size, SectorSize, ErrInvalid)
-	}
-	b := &Block{disk: d, sectors: uint64(size) / SectorSize, readOnly: opts.ReadOnly, sig: nopSignaler{}}
-	copy(b.id[:], opts.ID)
 	return b, nil
 }
 
-// Attach sets where the device signals used buffers and asks for resets;
-// call it once, with the device's *virtio.MMIO, before the guest runs.
+// NewEmptyBlock returns a block device with no medium: capacity 0, and
+// every request (GET_ID too, which Linux shows as an empty serial) fails
+// with IOERR until Swap puts a file in. It never offers VIRTIO_BLK_F_RO,
+// which the driver reads only once, so that a writable medium can come
+// later; a read-only medium fails writes with IOERR instead.
+func NewEmptyBlock() *Block { return &Block{sig: nopSignaler{}} }
+
+// Swap replaces the device's medium with the regular file f (nil: no
+// medium; opts is then ignored), which the caller keeps owning, and raises
+// the configuration-change interrupt (when the Signaler given to Attach
+// has ConfigChanged, as *virtio.MMIO does) so that the driver re-reads the
+// capacity. The capacity becomes f's size rounded down to whole sectors, the
+// serial opts.ID; opts.ReadOnly fails writes with IOERR (the feature bit
+// offered to the driver does not change). When Swap returns, no request
+// uses the previous file any more: the caller may close it. Requests the
+// driver queued but the device has not served yet are served from f.
+// Swap is safe to call while the guest runs, from any goroutine.
+func (b *Block) Swap(f *os.File, opts BlockOptions) error {
+	var d disk
+	var size int64
+	if f != nil {
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("devices: block: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("devices: block: %s is not a regular file: %w", f.Name(), ErrInvalid)
+		}
+		d, size = f, fi.Size()
+	}
+	return b.swap(d, size, opts)
+}
+
+func (b *Block) swap(d disk, size int64, opts BlockOptions) error {
+	b.mu.Lock()
+	err := b.setMedium(d, size, opts)
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c, ok := b.sig.(configNotifier); ok {
+		c.ConfigChanged()
+	}
+	return nil
+}
+
+// configNotifier is a Signaler that can also raise the
+// configuration-change interrupt, as *virtio.MMIO does.
+type configNotifier interface{ ConfigChanged() }
+
+var _ configNotifier = (*virtio.MMIO)(nil)
+
+// setMedium checks and installs a medium; d nil empties the device.
+// Preconditions: b.mu held, or b not shared yet.
+func (b *Block) setMedium(d disk, size int64, opts BlockOptions) error {
+	if d == nil {
+		b.disk, b.sectors, b.readOnly, b.id = nil, 0, false, [BlockIDLen]byte{}
+		return nil
+	}
+	if len(opts.ID) > BlockIDLen {
+		return fmt.Errorf("devices: block: id %q longer than %d bytes: %w", opts.ID, BlockIDLen, ErrInvalid)
+	}
+	if size < SectorSize {
+		return fmt.Errorf("devices: block: backing file of %d bytes holds no %d-byte sector: %w", size, SectorSize, ErrInvalid)
+	}
+	b.disk, b.sectors, b.readOnly = d, uint64(size)/SectorSize, opts.ReadOnly
+	b.id = [BlockIDLen]byte{}
+	copy(b.id[:], opts.ID)
+	return nil
+}
+
+// Attach sets where the device signals used buffers, configuration changes
+// and resets; call it once, with the device's *virtio.MMIO, before the
+// guest runs.
 func (b *Block) Attach(s Signaler) { b.sig = s }
 
-// Capacity returns the device size in sectors.
-func (b *Block) Capacity() uint64 { return b.sectors }
+// Capacity returns the device size in sectors (0 without a medium).
+func (b *Block) Capacity() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sectors
+}
 
 // Type implements virtio.Device.
 func (b *Block) Type() uint32 { return TypeBlock }
@@ -114,7 +202,7 @@ func (b *Block) Type() uint32 { return TypeBlock }
 // Features implements virtio.Device.
 func (b *Block) Features() uint64 {
 	f := uint64(blkFSegMax | blkFBlkSize | blkFFlush)
-	if b.readOnly {
+	if b.offerRO {
 		f |= blkFRO
 	}
 	return f
@@ -125,7 +213,7 @@ func (b *Block) Features() uint64 {
 func (b *Block) ConfigRead(off uint64, p []byte) {
 	clear(p)
 	var cfg [blkConfigLen]byte
-	binary.LittleEndian.PutUint64(cfg[0:], b.sectors)
+	binary.LittleEndian.PutUint64(cfg[0:], b.Capacity())
 	binary.LittleEndian.PutUint32(cfg[12:], blkQueueSize-2) // seg_max: the ring less header and status
 	binary.LittleEndian.PutUint32(cfg[20:], SectorSize)
 	if off < uint64(len(cfg)) {
@@ -157,6 +245,8 @@ func (b *Block) Notify(queue int) {
 	if queue != 0 || b.q == nil {
 		return
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	serve(b.q, b.mem, b.sig, func(c *virtio.Chain) (uint32, bool) { return b.handle(b.mem, c) })
 }
 
@@ -164,7 +254,9 @@ func (b *Block) Notify(queue int) {
 // then data, and a status byte as the last writable byte. It returns the
 // used length (data written into the guest plus the status byte), and false
 // if the chain has no writable byte to put a status in or guest memory
-// fails under the status byte.
+// fails under the status byte. Every request fails with IOERR while the
+// device has no medium.
+// Preconditions: b.mu held.
 func (b *Block) handle(m virtio.Memory, c *virtio.Chain) (uint32, bool) {
 	rlen, wlen := totalLen(c.Readable), totalLen(c.Writable)
 	if wlen == 0 {
@@ -176,7 +268,7 @@ func (b *Block) handle(m virtio.Memory, c *virtio.Chain) (uint32, bool) {
 	var n uint64
 	status := byte(blkSIOErr)
 	var hdr [blkHeaderLen]byte
-	if rlen >= blkHeaderLen && gather(m, c.Readable, hdr[:]) == nil {
+	if b.disk != nil && rlen >= blkHeaderLen && gather(m, c.Readable, hdr[:]) == nil {
 		typ := binary.LittleEndian.Uint32(hdr[0:])
 		sector := binary.LittleEndian.Uint64(hdr[8:])
 		dataR := subDescs(c.Readable, blkHeaderLen, rlen-blkHeaderLen)
