@@ -138,6 +138,28 @@ func PlanDigest(kernel, initrd []byte, cmdline string, vcpus int, memory uint64)
 	return planDigest(l.vmmConfig())
 }
 
+// DefaultPodHotplugSlots is how many disk hot-plug slots a pod VM has by
+// default (containerd-shim-cvm-v2: one per container after the pod's
+// first, at once).
+const DefaultPodHotplugSlots = 8
+
+// PodPlanDigest is PlanDigest for a pod VM with slots disk hot-plug slots
+// (vmm.Config.Slots). The slots are part of the plan (the guest's ACPI
+// tables describe their virtio devices), so a pod's measurement names
+// their number on every engine: the builtin VMM runs exactly this plan,
+// and the qemu engine's pods measure the same, as for `cvm launch`.
+func PodPlanDigest(kernel, initrd []byte, cmdline string, vcpus int, memory uint64, slots int) ([48]byte, error) {
+	if slots < 0 {
+		return [48]byte{}, fmt.Errorf("%w: %d hot-plug slots", ErrInvalid, slots)
+	}
+	l := &Launch{KernelRaw: kernel, Initramfs: initrd, Cmdline: cmdline, VCPUs: vcpus, Memory: memory}
+	c := l.vmmConfig()
+	for range slots {
+		c.Slots = append(c.Slots, vmm.NewDiskSlot())
+	}
+	return planDigest(c)
+}
+
 func planDigest(c vmm.Config) ([48]byte, error) {
 	p, err := vmm.Plan(c)
 	if err != nil {

@@ -83,9 +83,9 @@ type PodSpec struct {
 }
 
 // MeasurePod computes the measurement of the pod VM the shim starts for
-// s (`cvm measure pod`): the plan digest (PlanDigest) of the kernel, the
-// pod initramfs (PodInitramfs), the kernel command line, vCPUs and
-// memory.
+// s (`cvm measure pod`): the plan digest (PodPlanDigest) of the kernel,
+// the pod initramfs (PodInitramfs), the kernel command line, vCPUs,
+// memory and the default DefaultPodHotplugSlots disk hot-plug slots.
 func MeasurePod(s PodSpec) (*attestcmd.Measurement, error) {
 	if s.TEE != "sim" {
 		return nil, invalid("--tee %q: only sim pods have a measurement this release computes", s.TEE)
@@ -139,7 +139,7 @@ func MeasurePod(s PodSpec) (*attestcmd.Measurement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	d, err := PlanDigest(kraw, initrd, cmdline, s.VCPUs, s.Memory)
+	d, err := PodPlanDigest(kraw, initrd, cmdline, s.VCPUs, s.Memory, DefaultPodHotplugSlots)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +150,7 @@ func MeasurePod(s PodSpec) (*attestcmd.Measurement, error) {
 		"cmdline":  cmdline,
 		"kernel":   k.Release,
 		"resource": s.Resource,
+		"slots":    strconv.Itoa(DefaultPodHotplugSlots),
 	}}
 	m.Inputs = []attestcmd.MeasureInput{
 		input("kernel", k.Path, kraw),

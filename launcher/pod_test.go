@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,36 @@ func TestMeasurePod(t *testing.T) {
 		if _, err := MeasurePod(s2); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: MeasurePod = %v, want ErrInvalid naming %s", tc.name, err, tc.want)
 		}
+	}
+}
+
+// A pod's hot-plug slots are in its plan: with none it is a launch's plan,
+// each slot count gives another digest, and a negative count is refused.
+func TestPodPlanDigestSlots(t *testing.T) {
+	kraw, err := os.ReadFile(testKernel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := []byte("not really an initramfs, but bytes to place")
+	launch, err := PlanDigest(kraw, initrd, "console=ttyS0", 1, 256<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[[48]byte]int{}
+	for _, slots := range []int{0, 1, DefaultPodHotplugSlots} {
+		d, err := PodPlanDigest(kraw, initrd, "console=ttyS0", 1, 256<<20, slots)
+		if err != nil {
+			t.Fatalf("%d slots: %v", slots, err)
+		}
+		if (d == launch) != (slots == 0) {
+			t.Errorf("%d slots: digest equal to the launch's %v, want %v", slots, d == launch, slots == 0)
+		}
+		if prev, ok := seen[d]; ok {
+			t.Errorf("%d and %d slots give the same digest", prev, slots)
+		}
+		seen[d] = slots
+	}
+	if _, err := PodPlanDigest(kraw, initrd, "console=ttyS0", 1, 256<<20, -1); !errors.Is(err, ErrInvalid) {
+		t.Errorf("-1 slots: %v, want ErrInvalid", err)
 	}
 }

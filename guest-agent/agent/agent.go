@@ -35,6 +35,7 @@ import (
 
 	"github.com/containerd/ttrpc"
 	"github.com/greatjail/cvm/attestation"
+	"github.com/greatjail/cvm/guest-agent/containers"
 	"github.com/greatjail/cvm/guest-agent/initproc"
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/kbs/client"
@@ -104,6 +105,9 @@ type Agent struct {
 	proc     *process // the workload, once started
 	unmount  func() error
 	shutdown bool
+	// secret is a confidential pod's released resource, which its
+	// containers read under containers.SecretsDir; cleared at Shutdown.
+	secret []byte
 
 	// shutdownDone is closed once Shutdown has stopped everything.
 	shutdownDone chan struct{}
@@ -257,27 +261,43 @@ func (a *Agent) Launch(ctx context.Context, req *agentv1.LaunchRequest) (*agentv
 }
 
 // attestPod is Launch in a confidential pod: attest and fetch the
-// configuration's resource, then open the Containers gate. The resource
-// is not kept: fetching it proves the broker accepted this guest.
+// configuration's resource, then open the Containers gate. Fetching the
+// resource proves the broker accepted this guest; the agent keeps it in
+// guest memory for the pod's containers (Secrets).
 func (a *Agent) attestPod(ctx context.Context, serverName string) (*agentv1.LaunchResponse, error) {
 	cfg := a.opts.Config
 	a.opts.Logf("agent: pod: attesting to the key broker (%s) as %s for resource %q", serverName, cfg.TEE, cfg.Resource)
 	key, attest, fetch, err := a.fetchKey(ctx, serverName)
-	clear(key)
 	resp := &agentv1.LaunchResponse{AttestMs: uint64(attest.Milliseconds()), FetchMs: uint64(fetch.Milliseconds())}
 	if err != nil {
+		clear(key)
 		return nil, a.fail(brokerCode(err), brokerMessage(err), err)
 	}
 	a.mu.Lock()
 	if a.shutdown {
 		a.mu.Unlock() // fail takes mu itself
+		clear(key)
 		return nil, a.fail(codes.FailedPrecondition, "the agent is shutting down", nil)
 	}
+	a.secret = key
 	a.attested = true
 	a.phase = agentv1.Phase_PHASE_RUNNING
 	a.mu.Unlock()
 	a.opts.Logf("agent: pod: attested (attest %d ms, fetch %d ms); containers may be created", resp.AttestMs, resp.FetchMs)
 	return resp, nil
+}
+
+// Secrets returns what the key broker released to a confidential pod
+// once it has attested: the configuration's resource, named by its
+// broker path. Each call returns a copy. A plain pod, or one that has not
+// attested or is shutting down, has none.
+func (a *Agent) Secrets() []containers.Secret {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.attested || a.shutdown || a.secret == nil {
+		return nil
+	}
+	return []containers.Secret{{Name: a.opts.Config.Resource, Data: append([]byte(nil), a.secret...)}}
 }
 
 // containersGate says whether a container may be created now: always in a
@@ -553,6 +573,8 @@ func (a *Agent) Shutdown(ctx context.Context, _ *agentv1.ShutdownRequest) (*agen
 	}
 	a.shutdown = true
 	p, unmount := a.proc, a.unmount
+	clear(a.secret)
+	a.secret = nil
 	a.mu.Unlock()
 	defer close(a.shutdownDone)
 	a.opts.Logf("agent: shutting down")

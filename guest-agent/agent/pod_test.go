@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/greatjail/cvm/attestation"
+	"github.com/greatjail/cvm/guest-agent/containers"
 	"github.com/greatjail/cvm/guest-agent/evidence"
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/guest-agent/link"
@@ -239,4 +240,59 @@ func TestPodShutdownDuringAttest(t *testing.T) {
 	if err := w.impl.containersGate(); err == nil {
 		t.Error("the containers gate opened for a pod that was shut down while attesting")
 	}
+}
+
+// TestPodSecrets: the resource a confidential pod fetched when it attested
+// is what its containers get (containers.SecretsDir); a plain pod, a
+// denied pod and a pod that has shut down have none.
+func TestPodSecrets(t *testing.T) {
+	t.Run("plain", func(t *testing.T) {
+		w := newPodWorld(t, launchconfig.TEENone, true)
+		w.launch()
+		if s := w.impl.Secrets(); s != nil {
+			t.Errorf("a plain pod has secrets %v", s)
+		}
+	})
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	b, err := theBroker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("denied", func(t *testing.T) {
+		w := newPodWorld(t, attestation.TEESim, false)
+		if c := w.launch(); c != codes.PermissionDenied {
+			t.Fatalf("Launch = %v, want PermissionDenied", c)
+		}
+		if s := w.impl.Secrets(); s != nil {
+			t.Errorf("a denied pod has secrets %v", s)
+		}
+	})
+	t.Run("attested", func(t *testing.T) {
+		w := newPodWorld(t, attestation.TEESim, true)
+		if s := w.impl.Secrets(); s != nil {
+			t.Errorf("secrets before Launch: %v", s)
+		}
+		if c := w.launch(); c != codes.OK {
+			t.Fatalf("Launch = %v", c)
+		}
+		want := []containers.Secret{{Name: resourceName, Data: b.secret}}
+		got := w.impl.Secrets()
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("Secrets (-want +got):\n%s", diff)
+		}
+		got[0].Data[0] ^= 0xff // a caller's copy: the agent's stays intact
+		if diff := cmp.Diff(want, w.impl.Secrets()); diff != "" {
+			t.Errorf("Secrets after a caller changed its copy (-want +got):\n%s", diff)
+		}
+		ctx, cancel := rpcCtx()
+		defer cancel()
+		if _, err := w.agent.Shutdown(ctx, &agentv1.ShutdownRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if s := w.impl.Secrets(); s != nil {
+			t.Errorf("secrets after Shutdown: %v", s)
+		}
+	})
 }

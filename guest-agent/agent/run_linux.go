@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/greatjail/cvm/guest-agent/containers"
@@ -91,8 +92,17 @@ func Run(ctx context.Context, o RunOptions) error {
 		lg.Logf("cvm-agent %s: tee %s, resource %q, entrypoint %s", o.Version, cfg.TEE, cfg.Resource, cfg.Entrypoint)
 	}
 	var ctrs agentv1.ContainersService
+	var podAgent atomic.Pointer[Agent]
 	if cfg.IsPod() {
-		m, err := containers.New(containers.Options{Dir: ContainersDir, Start: reaper.Start})
+		m, err := containers.New(containers.Options{Dir: ContainersDir, Start: reaper.Start,
+			// The pod's released secrets, once the agent (a, below) has
+			// attested; Create is served only after a is set.
+			Secrets: func() []containers.Secret {
+				if ag := podAgent.Load(); ag != nil {
+					return ag.Secrets()
+				}
+				return nil
+			}})
 		if err != nil {
 			return fail(err)
 		}
@@ -137,6 +147,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return fail(err)
 	}
+	podAgent.Store(a)
 	err = a.Serve(ctx, session.Listener(link.KindTTRPC))
 	if err == nil {
 		return nil // powered off... or not PID 1

@@ -51,6 +51,7 @@ type Manager struct {
 
 	sysBlock, devDir string
 	diskWait         time.Duration
+	secrets          func() []Secret
 
 	mu         sync.Mutex
 	containers map[string]*container // guarded by mu
@@ -71,6 +72,9 @@ type Options struct {
 	// SysBlock is where block devices are listed (default /sys/block),
 	// and DevDir where their nodes are (default /dev): for Rootfs.Serial.
 	SysBlock, DevDir string
+	// Secrets returns the secrets released to the pod, which every
+	// container created afterwards finds under SecretsDir; nil means none.
+	Secrets func() []Secret
 	// DiskWait bounds the wait for a disk named by serial to appear
 	// (default 30 s: a hot-plugged disk shows up asynchronously).
 	DiskWait time.Duration
@@ -89,7 +93,7 @@ func New(opts Options) (*Manager, error) {
 		start = startAndWait
 	}
 	m := &Manager{dir: opts.Dir, start: start, containers: map[string]*container{},
-		sysBlock: opts.SysBlock, devDir: opts.DevDir, diskWait: opts.DiskWait}
+		sysBlock: opts.SysBlock, devDir: opts.DevDir, diskWait: opts.DiskWait, secrets: opts.Secrets}
 	if m.sysBlock == "" {
 		m.sysBlock = "/sys/block"
 	}

@@ -5,16 +5,23 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // MaxSerial is the longest disk serial: virtio-blk's VIRTIO_BLK_ID_BYTES.
 const MaxSerial = 20
 
 // FindDisk returns the name (e.g. "vdb") of the block device in sysBlock
-// (normally /sys/block) whose serial file holds serial, or "" if none
-// does yet.
+// (normally /sys/block) whose serial file holds serial and whose size file
+// holds a positive sector count, or "" if none does yet. A disk of size 0
+// is not there yet: the builtin VMM's hot-plug slots are virtio-blk
+// devices whose medium is swapped in, and the guest may read the new
+// serial (GET_ID, asked on every read) before it has processed the
+// configuration change that brings the new capacity.
 func FindDisk(sysBlock, serial string) (string, error) {
 	if err := validSerial(serial); err != nil {
 		return "", err
@@ -28,11 +35,51 @@ func FindDisk(sysBlock, serial string) (string, error) {
 		if err != nil {
 			continue // no serial (not virtio-blk), or gone
 		}
-		if strings.TrimRight(string(b), "\n\x00 ") == serial {
+		if strings.TrimRight(string(b), "\n\x00 ") == serial && hasSectors(filepath.Join(sysBlock, e.Name(), "size")) {
 			return e.Name(), nil
 		}
 	}
 	return "", nil
+}
+
+// hasSectors reports whether the sysfs size file at path holds a sector
+// count above zero.
+func hasSectors(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return err == nil && n > 0
+}
+
+// blkFlsBuf is BLKFLSBUF (linux/fs.h: _IO(0x12, 97)), which golang.org/x/sys
+// does not name.
+const blkFlsBuf = 0x1261
+
+// FlushDisk writes back and drops the cached pages of the block device
+// node dev (ioctl BLKFLSBUF), so that the next reads come from the device.
+// A hot-plug slot of the builtin VMM keeps its device node while its
+// medium changes: without this, a new image could be read through the
+// previous image's cached blocks. A node that is not a block device is an
+// error.
+func FlushDisk(dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("containers: flush the buffers of %s: %w", dev, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("containers: flush the buffers of %s: %w", dev, err)
+	}
+	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return fmt.Errorf("%w: flush the buffers of %s: not a block device (%v)", ErrInvalid, dev, fi.Mode().Type())
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), blkFlsBuf, 0); errno != 0 {
+		return fmt.Errorf("containers: flush the buffers of %s: BLKFLSBUF: %w", dev, errno)
+	}
+	return nil
 }
 
 func validSerial(s string) error {

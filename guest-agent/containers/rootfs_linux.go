@@ -61,6 +61,12 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 		if rootfs.Device, err = m.waitDisk(ctx, rootfs.Serial); err != nil {
 			return fmt.Errorf("container %q: %w", id, err)
 		}
+		// A hot-plugged disk may sit in a device that held another
+		// image before (the builtin VMM's slots): read none of its
+		// blocks from the cache.
+		if err := FlushDisk(rootfs.Device); err != nil {
+			return fmt.Errorf("container %q: %w", id, err)
+		}
 	}
 	if rootfs.Device != "" {
 		err = c.mountBlock(rootfs.Device, rootfs.FSType)
@@ -73,6 +79,11 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 	for _, mnt := range spec.Mounts {
 		if err := c.mountSpec(mnt); err != nil {
 			return err
+		}
+	}
+	if m.secrets != nil {
+		if err := c.mountSecrets(m.secrets()); err != nil {
+			return fmt.Errorf("container %q: %w", id, err)
 		}
 	}
 	// A read-only root is made so last, once the mount points exist (the

@@ -42,6 +42,7 @@ type ShimConfig struct {
 	Resource string `toml:"resource" json:"resource"`
 	SimDir   string `toml:"sim_dir" json:"sim_dir"`
 	Rootfs   string `toml:"rootfs" json:"rootfs"`
+	Engine   string `toml:"engine" json:"engine"`
 }
 
 // annotations returns c as the io.cvm.* annotations it stands for, so that
@@ -64,6 +65,7 @@ func (c ShimConfig) annotations() map[string]string {
 	set(AnnotationResource, c.Resource)
 	set(AnnotationSimDir, c.SimDir)
 	set(AnnotationRootfs, c.Rootfs)
+	set(AnnotationEngine, c.Engine)
 	return m
 }
 
@@ -96,7 +98,7 @@ func ParseShimConfig(name string, b []byte) (VMOptions, error) {
 				keys = append(keys, k.String())
 			}
 			slices.Sort(keys)
-			return VMOptions{}, fmt.Errorf("shim: configuration %s: unknown keys %s (known: kernel, vcpus, memory, tee, kbs, kbs_ca, resource, sim_dir, rootfs)",
+			return VMOptions{}, fmt.Errorf("shim: configuration %s: unknown keys %s (known: kernel, vcpus, memory, tee, kbs, kbs_ca, resource, sim_dir, rootfs, engine)",
 				name, strings.Join(keys, ", "))
 		}
 	}
@@ -163,6 +165,7 @@ func (o VMOptions) Merge(over VMOptions) VMOptions {
 	if over.Format != "" {
 		o.Format = over.Format
 	}
+	set(&o.Engine, over.Engine)
 	set(&o.KBS, over.KBS)
 	set(&o.KBSCA, over.KBSCA)
 	set(&o.Resource, over.Resource)

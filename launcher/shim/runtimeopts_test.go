@@ -15,7 +15,7 @@ import (
 )
 
 func TestParseShimConfig(t *testing.T) {
-	all := VMOptions{VCPUs: 2, Memory: 1 << 30, Kernel: "/opt/k/vmlinuz", TEE: "sim", Format: rootimage.EROFS,
+	all := VMOptions{VCPUs: 2, Memory: 1 << 30, Kernel: "/opt/k/vmlinuz", TEE: "sim", Format: rootimage.EROFS, Engine: EngineBuiltin,
 		KBS: "127.0.0.1:8443", KBSCA: "/etc/cvm/ca.pem", Resource: "pods/a", SimDir: "/var/lib/cvm/sim"}
 	tests := []struct {
 		name    string
@@ -33,9 +33,15 @@ kbs_ca = "/etc/cvm/ca.pem"
 resource = "pods/a"
 sim_dir = "/var/lib/cvm/sim"
 rootfs = "erofs"
+engine = "builtin"
 `, all, ""},
 		{"json all", `{"kernel":"/opt/k/vmlinuz","vcpus":2,"memory":"1G","tee":"sim","kbs":"127.0.0.1:8443",
- "kbs_ca":"/etc/cvm/ca.pem","resource":"pods/a","sim_dir":"/var/lib/cvm/sim","rootfs":"erofs"}`, all, ""},
+ "kbs_ca":"/etc/cvm/ca.pem","resource":"pods/a","sim_dir":"/var/lib/cvm/sim","rootfs":"erofs","engine":"builtin"}`, all, ""},
+		{"engine auto", "engine = 'auto'\n", VMOptions{Engine: EngineAuto}, ""},
+		{"engine qemu", `{"engine":"qemu"}`, VMOptions{Engine: EngineQEMU}, ""},
+		{"engine bad", "engine = 'firecracker'\n", VMOptions{}, "want qemu, builtin or auto"},
+		{"engine empty string", "engine = ''\n", VMOptions{}, ""},
+		{"engine wrong type", "engine = 1\n", VMOptions{}, "TOML"},
 		{"toml unknown key", "vcpu = 2\n", VMOptions{}, "unknown keys vcpu"},
 		{"toml table", "[x]\nvcpus = 2\n", VMOptions{}, "unknown keys x"},
 		{"toml wrong type", "vcpus = \"2\"\n", VMOptions{}, "TOML"},
@@ -115,11 +121,15 @@ func TestParseRuntimeOptions(t *testing.T) {
 }
 
 func TestMerge(t *testing.T) {
-	node := VMOptions{VCPUs: 2, Memory: 1 << 30, TEE: "sim", KBS: "k:1", KBSCA: "/ca", Resource: "r", SimDir: "/s"}
-	pod := VMOptions{Memory: 2 << 30, Resource: "pod-r"}
-	want := VMOptions{VCPUs: 2, Memory: 2 << 30, TEE: "sim", KBS: "k:1", KBSCA: "/ca", Resource: "pod-r", SimDir: "/s"}
+	node := VMOptions{VCPUs: 2, Memory: 1 << 30, TEE: "sim", KBS: "k:1", KBSCA: "/ca", Resource: "r", SimDir: "/s", Engine: EngineQEMU}
+	pod := VMOptions{Memory: 2 << 30, Resource: "pod-r", Engine: EngineBuiltin}
+	want := VMOptions{VCPUs: 2, Memory: 2 << 30, TEE: "sim", KBS: "k:1", KBSCA: "/ca", Resource: "pod-r", SimDir: "/s", Engine: EngineBuiltin}
 	if diff := cmp.Diff(want, node.Merge(pod)); diff != "" {
 		t.Errorf("Merge (-want +got):\n%s", diff)
+	}
+	// A pod without io.cvm.engine keeps the node's engine.
+	if got := node.Merge(VMOptions{}).Engine; got != EngineQEMU {
+		t.Errorf("Merge without a pod engine: engine %q, want %q", got, EngineQEMU)
 	}
 }
 
@@ -129,6 +139,7 @@ func FuzzParseShimConfig(f *testing.F) {
 	f.Add([]byte("[x]\n"))
 	f.Add([]byte(`{"vcpus":1} x`))
 	f.Add([]byte("rootfs = 'erofs'"))
+	f.Add([]byte("engine = 'builtin'"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		o, err := ParseShimConfig("fuzz", b)
 		if err != nil {

@@ -36,7 +36,8 @@ const AgentName = "cvm-agent"
 var ErrDenied = errors.New("the key broker denied the pod")
 
 // NewVMSandbox is the shipped binary's sandbox constructor: a microVM per
-// pod on the qemu engine (KVM when /dev/kvm works, TCG otherwise), with
+// pod on the engine the options name (engine.Select; default qemu, KVM
+// when /dev/kvm works, TCG otherwise; builtin needs /dev/kvm), with
 // the settings of the task's runtime options (ParseRuntimeOptions: the
 // node's defaults), overridden by the pod's annotations (VMOptions), else
 // the installed defaults: the kernel is kernel.Default()
@@ -76,12 +77,36 @@ func NewVMSandbox(ctx context.Context, r SandboxRequest) (Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shim: pod %q: %w", podID, err)
 	}
-	choice, err := engine.Select("qemu", nil)
+	choice, err := selectEngine(o.Engine, nil)
 	if err != nil {
 		return nil, fmt.Errorf("shim: pod %q: %w", podID, err)
 	}
 	return NewVM(VMConfig{Engine: choice.Engine, Kernel: k, Init: agent,
 		VCPUs: o.VCPUs, Memory: o.Memory, Format: o.Format, Confidential: conf})(ctx, r.Bundle, podID)
+}
+
+// selectEngine is engine.Select of name ("" is DefaultEngine) with an
+// error that names the option and annotation that chose it. kvm probes
+// /dev/kvm; nil means engine.ProbeKVM.
+func selectEngine(name string, kvm func() error) (engine.Choice, error) {
+	name = cmpOr(name, DefaultEngine)
+	if name == EngineBuiltin {
+		// engine.Select's own message names the launcher's flag.
+		if kvm == nil {
+			kvm = engine.ProbeKVM
+		}
+		if err := kvm(); err != nil {
+			return engine.Choice{}, fmt.Errorf("the builtin engine needs a usable /dev/kvm: %w (set the runtime option engine or the annotation %s to %s or %s)",
+				err, AnnotationEngine, EngineQEMU, EngineAuto)
+		}
+		return engine.Select(name, func() error { return nil })
+	}
+	c, err := engine.Select(name, kvm)
+	if err != nil {
+		return engine.Choice{}, fmt.Errorf("engine %q (runtime option engine, annotation %s): want %s, %s or %s: %w",
+			name, AnnotationEngine, EngineQEMU, EngineBuiltin, EngineAuto, err)
+	}
+	return c, nil
 }
 
 // confidential loads the files a confidential pod's options name.
@@ -126,9 +151,10 @@ type VMConfig struct {
 	Format rootimage.Format
 	// BootTimeout bounds the boot up to the link; default 3 minutes.
 	BootTimeout time.Duration
-	// HotplugSlots is how many disks can be hot-plugged at once on the
-	// qemu engine (containers after the pod's first): 0 means
-	// DefaultHotplugSlots, negative none. Other engines have none yet.
+	// HotplugSlots is how many disks can be hot-plugged at once
+	// (containers after the pod's first) on the qemu and builtin
+	// engines: 0 means DefaultHotplugSlots, negative none. Other engines
+	// have none.
 	HotplugSlots int
 	// Confidential, when set, makes the pod confidential: its measured
 	// launch configuration names the TEE, the broker's CA and the
@@ -169,9 +195,9 @@ func PodLaunchConfig(c *Confidential) *launchconfig.Config {
 // PodMeasurement is the launch measurement of a pod VM (the simulated
 // TEE's MEASUREMENT, what the broker's reference values must hold): the
 // plan digest of kernel k, the pod initramfs (init, cfg), the kernel
-// command line, vcpus and memory, computed as for `cvm launch`
-// (launcher.PlanDigest).
-func PodMeasurement(k *kernel.Kernel, init string, cfg *launchconfig.Config, cmdline string, vcpus int, memory uint64) ([48]byte, []byte, error) {
+// command line, vcpus, memory and its slots disk hot-plug slots, computed
+// as for `cvm launch` (launcher.PodPlanDigest).
+func PodMeasurement(k *kernel.Kernel, init string, cfg *launchconfig.Config, cmdline string, vcpus int, memory uint64, slots int) ([48]byte, []byte, error) {
 	initrd, err := PodInitramfs(k, init, cfg)
 	if err != nil {
 		return [48]byte{}, nil, err
@@ -180,7 +206,7 @@ func PodMeasurement(k *kernel.Kernel, init string, cfg *launchconfig.Config, cmd
 	if err != nil {
 		return [48]byte{}, nil, fmt.Errorf("shim: kernel: %w", err)
 	}
-	d, err := launcher.PlanDigest(kraw, initrd, cmdline, vcpus, memory)
+	d, err := launcher.PodPlanDigest(kraw, initrd, cmdline, vcpus, memory, slots)
 	if err != nil {
 		return [48]byte{}, nil, fmt.Errorf("shim: pod measurement: %w", err)
 	}
@@ -197,8 +223,8 @@ const (
 // kept in <bundle of the pod's first task>/vm. The VM boots when the first
 // container's root file system is known (Rootfs), with that root as its
 // disk (/dev/vda). Later containers' roots are hot-plugged disks (qemu
-// engine; see hotplug.go); on an engine without hot-plug they fail with
-// NotImplemented.
+// and builtin engines; see hotplug.go); on an engine without hot-plug
+// they fail with NotImplemented.
 func NewVM(cfg VMConfig) func(ctx context.Context, bundle, podID string) (Sandbox, error) {
 	return func(ctx context.Context, bundle, podID string) (Sandbox, error) {
 		if cfg.Engine == nil || cfg.Kernel == nil || cfg.Init == "" {
@@ -257,7 +283,7 @@ func (v *vmSandbox) Rootfs(ctx context.Context, id, dir string) (*agentv1.Contai
 		return nil, err
 	}
 	if v.h != nil {
-		serial, err := v.hp.add(id, img)
+		serial, err := v.hp.add(ctx, id, img)
 		if err != nil {
 			os.Remove(img)
 			return nil, fmt.Errorf("shim: pod %q: hot-plug the root disk of container %q: %w", v.pod, id, err)
@@ -285,7 +311,7 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	var b []byte
 	var digest [48]byte
 	if conf != nil {
-		if digest, b, err = PodMeasurement(v.cfg.Kernel, v.cfg.Init, PodLaunchConfig(conf), cmdline, vcpus, memory); err != nil {
+		if digest, b, err = PodMeasurement(v.cfg.Kernel, v.cfg.Init, PodLaunchConfig(conf), cmdline, vcpus, memory, v.slots()); err != nil {
 			return err
 		}
 		// For the operator: what the broker must know.
@@ -320,17 +346,26 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 		LinkSocket: filepath.Join(sockDir, "link"),
 		ConsoleLog: filepath.Join(v.dir, "console.log"), EngineLog: filepath.Join(v.dir, "engine.log"),
 	}
-	if _, ok := v.cfg.Engine.(*engine.QEMU); ok && v.cfg.HotplugSlots >= 0 {
-		if v.hpDir, err = os.MkdirTemp("", "cvm-hp-"); err != nil {
-			return fmt.Errorf("shim: hot-plug directory: %w", err)
+	if v.cfg.HotplugSlots >= 0 {
+		switch v.cfg.Engine.(type) {
+		case *engine.QEMU:
+			if v.hpDir, err = os.MkdirTemp("", "cvm-hp-"); err != nil {
+				return fmt.Errorf("shim: hot-plug directory: %w", err)
+			}
+			m.QMPSocket = filepath.Join(v.hpDir, "qmp")
+			m.HotplugPorts = v.slots()
+			v.hp = newHotplug(m.QMPSocket, m.HotplugPorts)
+		case engine.Builtin, *engine.Builtin:
+			// Slots the Handle fills (engine.DiskHotplug); v.hp is set
+			// once the VM started.
+			m.HotplugPorts = v.slots()
 		}
-		m.QMPSocket = filepath.Join(v.hpDir, "qmp")
-		m.HotplugPorts = cmpOr(v.cfg.HotplugSlots, DefaultHotplugSlots)
-		v.hp = newHotplug(m.QMPSocket, m.HotplugPorts)
 	}
 	defer func() {
-		if err != nil && v.hpDir != "" {
-			os.RemoveAll(v.hpDir)
+		if err != nil {
+			if v.hpDir != "" {
+				os.RemoveAll(v.hpDir)
+			}
 			v.hp, v.hpDir = nil, ""
 		}
 	}()
@@ -343,6 +378,9 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	if err != nil {
 		alog.Close()
 		return fmt.Errorf("shim: start the microVM of pod %q: %w", v.pod, err)
+	}
+	if dh, ok := h.(engine.DiskHotplug); ok && v.hp == nil && m.HotplugPorts > 0 {
+		v.hp = newEngineHotplug(dh, m.HotplugPorts)
 	}
 	var sess *link.Session
 	var lh *launcher.LinkHost
@@ -381,7 +419,7 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 			client.Close()
 		}
 	}()
-	if v.hp != nil {
+	if v.hp != nil && v.hp.dh == nil {
 		// Connect now: then the socket is not needed any more, and
 		// nothing is left in the temporary directory if the shim is
 		// killed.
@@ -441,12 +479,13 @@ func (v *vmSandbox) ReleaseRootfs(ctx context.Context, id string) error {
 	defer v.mu.Unlock()
 	var errs []error
 	if v.hp != nil && v.h != nil {
-		if _, err := v.hp.remove(id); err != nil {
+		if _, err := v.hp.remove(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("shim: pod %q: unplug the root disk of container %q: %w", v.pod, id, err))
 		}
 	}
 	format := cmpOr(v.cfg.Format, rootimage.EXT4)
-	// QEMU may still hold the file open: unlinking it is fine.
+	// QEMU may still hold the file open (a disk the guest did not
+	// release): unlinking it is fine.
 	if err := os.Remove(filepath.Join(v.dir, id+"."+string(format))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
@@ -481,6 +520,20 @@ func PodInitramfs(k *kernel.Kernel, init string, cfg *launchconfig.Config) ([]by
 		return nil, fmt.Errorf("shim: %w", err)
 	}
 	return b, nil
+}
+
+// slots is how many disk hot-plug slots the pod VM gets: HotplugSlots
+// (0: DefaultHotplugSlots, negative: none) on the qemu and builtin
+// engines, none on others. The pod's measurement counts them.
+func (v *vmSandbox) slots() int {
+	if v.cfg.HotplugSlots < 0 {
+		return 0
+	}
+	switch v.cfg.Engine.(type) {
+	case *engine.QEMU, engine.Builtin, *engine.Builtin:
+		return cmpOr(v.cfg.HotplugSlots, DefaultHotplugSlots)
+	}
+	return 0
 }
 
 func cmpOr[T comparable](v, def T) T {

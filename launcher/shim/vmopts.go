@@ -24,6 +24,7 @@ const (
 	AnnotationKernel = "io.cvm.kernel" // absolute path of a bzImage; default kernel.Default()
 	AnnotationTEE    = "io.cvm.tee"    // none (default), sim, snp, tdx
 	AnnotationRootfs = "io.cvm.rootfs" // ext4 (default) or erofs: the root image format
+	AnnotationEngine = "io.cvm.engine" // qemu (default), builtin or auto: the VMM (engine.Select)
 	// A confidential pod's key broker: HOST:PORT as the host reaches it,
 	// its CA certificate file (PEM, measured into the pod's launch
 	// configuration), the resource the guest fetches to prove it was
@@ -42,10 +43,22 @@ type VMOptions struct {
 	Kernel string
 	TEE    attestation.TEE
 	Format rootimage.Format
+	// Engine is the VMM that runs the pod: EngineQEMU, EngineBuiltin or
+	// EngineAuto; "" means DefaultEngine.
+	Engine string
 	// KBS, KBSCA (a file), Resource and SimDir (a directory) configure a
 	// confidential pod's attestation (tee sim, snp, tdx).
 	KBS, KBSCA, Resource, SimDir string
 }
+
+// The values of AnnotationEngine (and the runtime option engine): the
+// engine.Select names. DefaultEngine is the one used when neither is set.
+const (
+	EngineQEMU    = "qemu"
+	EngineBuiltin = "builtin"
+	EngineAuto    = "auto"
+	DefaultEngine = EngineQEMU
+)
 
 // checkConfidential checks that a confidential pod has what it needs and
 // a plain one has no broker settings.
@@ -121,6 +134,13 @@ func ParseVMOptions(ann map[string]string) (VMOptions, error) {
 			default:
 				return VMOptions{}, bad("ext4 or erofs")
 			}
+		case AnnotationEngine:
+			switch v {
+			case EngineQEMU, EngineBuiltin, EngineAuto:
+				o.Engine = v
+			default:
+				return VMOptions{}, bad("qemu, builtin or auto")
+			}
 		case AnnotationKBS:
 			host, port, err := net.SplitHostPort(v)
 			if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
@@ -143,7 +163,7 @@ func ParseVMOptions(ann map[string]string) (VMOptions, error) {
 			o.Resource = v
 		default:
 			return VMOptions{}, fmt.Errorf("shim: unknown annotation %s (known: %s)", k, strings.Join([]string{
-				AnnotationVCPUs, AnnotationMemory, AnnotationKernel, AnnotationTEE, AnnotationRootfs,
+				AnnotationVCPUs, AnnotationMemory, AnnotationKernel, AnnotationTEE, AnnotationRootfs, AnnotationEngine,
 				AnnotationKBS, AnnotationKBSCA, AnnotationResource, AnnotationSimDir}, ", "))
 		}
 	}

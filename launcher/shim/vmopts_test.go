@@ -48,6 +48,11 @@ func TestParseVMOptions(t *testing.T) {
 		{"sim-dir unclean", map[string]string{AnnotationSimDir: "/a/./b"}, VMOptions{}, "io.cvm.sim-dir"},
 		{"resource dotdot", map[string]string{AnnotationResource: "a/../b"}, VMOptions{}, "io.cvm.resource"},
 		{"resource empty", map[string]string{AnnotationResource: ""}, VMOptions{}, "io.cvm.resource"},
+		{"engine builtin", map[string]string{AnnotationEngine: "builtin"}, VMOptions{Engine: EngineBuiltin}, ""},
+		{"engine auto", map[string]string{AnnotationEngine: "auto"}, VMOptions{Engine: EngineAuto}, ""},
+		{"engine qemu", map[string]string{AnnotationEngine: "qemu"}, VMOptions{Engine: EngineQEMU}, ""},
+		{"engine upper case", map[string]string{AnnotationEngine: "QEMU"}, VMOptions{}, "io.cvm.engine=\"QEMU\": want qemu, builtin or auto"},
+		{"engine empty", map[string]string{AnnotationEngine: ""}, VMOptions{}, "io.cvm.engine"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +79,7 @@ func FuzzParseVMOptions(f *testing.F) {
 	f.Add(AnnotationKernel, "/boot/vmlinuz")
 	f.Add(AnnotationTEE, "none")
 	f.Add(AnnotationRootfs, "erofs")
+	f.Add(AnnotationEngine, "builtin")
 	f.Add("io.cvm.x", "")
 	f.Fuzz(func(t *testing.T, k, v string) {
 		o, err := ParseVMOptions(map[string]string{k: v})

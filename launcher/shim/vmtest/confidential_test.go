@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/greatjail/cvm/attestation/attestcmd"
+	"github.com/greatjail/cvm/guest-agent/containers"
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/internal/ctrtest"
 	"github.com/greatjail/cvm/kbs/kbscmd"
@@ -88,7 +89,8 @@ func startBroker(t *testing.T) *broker {
 // confidential (tee sim) pod whose settings come from a runtime options
 // file (ctr run --runtime-config-path): the guest attests to a real
 // broker through the shim's link host (kbs relay, sim PSP signing the pod
-// launch's plan digest) before its container is created. A pod whose
+// launch's plan digest) before its container is created, and the
+// container reads the resource the broker released. A pod whose
 // measurement the broker does not know (another vCPU count, so another
 // plan) is refused at Create, and its container never runs.
 func TestConfidentialPodInVM(t *testing.T) {
@@ -128,7 +130,7 @@ func TestConfidentialPodInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	digest, _, err := shim.PodMeasurement(k, agent, shim.PodLaunchConfig(&shim.Confidential{TEE: "sim", KBSCAPEM: ca, Resource: resource}),
-		launchconfig.Cmdline, shim.DefaultPodVCPUs, shim.DefaultPodMemory)
+		launchconfig.Cmdline, shim.DefaultPodVCPUs, shim.DefaultPodMemory, shim.DefaultHotplugSlots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,11 +158,13 @@ sim_dir = "`+b.simDir+`"
 	ctrtest.WriteOCI(t, img, ctrtest.Image{Name: image, Files: map[string]string{"bin/prog": prog}, Env: []string{"PATH=/bin"}})
 	d.Import(t, "default", img)
 
+	// The container reads the secret the broker released to its pod,
+	// from the pod's guest memory (containers.SecretsDir).
 	t.Run("registered", func(t *testing.T) {
 		out, errOut, code := d.Ctr(t, 5*time.Minute, "run", "--rm", "--runtime", "io.containerd.cvm.v2",
-			"--runtime-config-path", opts, image, "conf-ok", "/bin/prog", "echo", "hello from an attested pod")
-		if out != "hello from an attested pod\n" || code != 0 {
-			t.Errorf("ctr run: %q, %q, exit %d; want the greeting, exit 0\n%s", out, errOut, code, d.LogTail())
+			"--runtime-config-path", opts, image, "conf-ok", "/bin/prog", "read", containers.SecretsDir+"/"+resource)
+		if out != "the pod was accepted" || code != 0 {
+			t.Errorf("ctr run: %q, %q, exit %d; want the released secret, exit 0\n%s", out, errOut, code, d.LogTail())
 		}
 	})
 	t.Run("not registered", func(t *testing.T) {
