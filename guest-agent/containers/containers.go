@@ -9,10 +9,12 @@
 // processes started in it: each is chrooted into that root with the
 // arguments, environment, working directory, user and rlimits of its OCI
 // process spec. Processes of a container are found by their root
-// directory, so Pids, Stats and Signal(all) see the descendants too.
+// directory, so Pids, Stats and Signal(all) see the descendants too. A
+// process whose spec asks for a terminal gets a pseudo-terminal (tty_linux.go),
+// and a confidential pod's released secrets appear under SecretsDir.
 //
 // Not yet done: PID/UTS/IPC namespaces per container, capabilities,
-// seccomp, cgroup limits, terminals. The rlimits are applied right after
+// seccomp, cgroup limits. The rlimits are applied right after
 // the process starts (prlimit), not before its first instruction.
 package containers
 

@@ -7,11 +7,12 @@ import (
 )
 
 // FuzzParseSpec: an OCI spec from the untrusted host is accepted or
-// rejected with ErrInvalid, never a panic; what is accepted has a process
-// and absolute mount destinations.
+// rejected with ErrInvalid, never a panic; what is accepted has a process,
+// a console size that fits a terminal and absolute mount destinations.
 func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte(`{"ociVersion":"1.2.0","process":{"args":["/bin/prog"],"cwd":"/"},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}]}`))
 	f.Add([]byte(`{"process":{"args":["x"],"terminal":true}}`))
+	f.Add([]byte(`{"process":{"args":["x"],"terminal":true,"consoleSize":{"height":70000,"width":80}}}`))
 	f.Add([]byte(`{"process":{"args":["x"],"rlimits":[{"type":"RLIMIT_NOFILE","hard":1,"soft":1}]},"mounts":[{"destination":"rel"}]}`))
 	f.Add([]byte(`{`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -22,8 +23,11 @@ func FuzzParseSpec(f *testing.F) {
 			}
 			return
 		}
-		if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Process.Terminal {
+		if spec.Process == nil || len(spec.Process.Args) == 0 {
 			t.Fatalf("accepted a spec without a usable process: %+v", spec.Process)
+		}
+		if cs := spec.Process.ConsoleSize; cs != nil && (cs.Width > maxWinsize || cs.Height > maxWinsize) {
+			t.Fatalf("accepted console size %+v", cs)
 		}
 		for _, m := range spec.Mounts {
 			if !strings.HasPrefix(m.Destination, "/") {

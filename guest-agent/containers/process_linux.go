@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +28,10 @@ type process struct {
 	pid    int
 	stdin  *os.File    // write end; nil if not wanted
 	output [2]*os.File // read ends of stdout, stderr; nil if not wanted
+	// tty is the master of the process's terminal (nil without one): for
+	// resizing and typing EOF. stdin and output[0] are further
+	// descriptors of it.
+	tty *os.File
 
 	mu        sync.Mutex
 	outTaken  [2]bool // guarded by mu
@@ -51,6 +56,9 @@ func (p *process) closeFiles() {
 		p.stdin.Close()
 		p.stdinDone = true
 	}
+	if p.tty != nil {
+		p.tty.Close() // closing it again is harmless
+	}
 	for i, f := range p.output {
 		if f != nil && !p.outTaken[i] {
 			f.Close()
@@ -59,9 +67,14 @@ func (p *process) closeFiles() {
 	}
 }
 
-// Stdio says which standard streams the caller will use.
+// Stdio says which standard streams the caller will use. A process whose
+// spec asks for a terminal gets one as its stdin, stdout and stderr; its
+// output is the Stdout stream, so it needs Stdout and no Stderr.
 type Stdio struct {
 	Stdin, Stdout, Stderr bool
+	// TerminalWidth and TerminalHeight are the terminal's initial window
+	// size (at most 65535); 0 and 0 mean the spec's consoleSize.
+	TerminalWidth, TerminalHeight uint32
 }
 
 // Start starts a process in container id: the init process when execID is
@@ -164,7 +177,12 @@ func (c *container) start(p *process, stdio Stdio, starter Starter) (err error) 
 	if cmd.Env == nil {
 		cmd.Env = []string{}
 	}
-	if stdio.Stdin {
+	if p.spec.Terminal {
+		if err := c.startTerminal(p, stdio, cmd, &parentEnds, &childEnds); err != nil {
+			return err
+		}
+	}
+	if stdio.Stdin && !p.spec.Terminal {
 		r, w, err := pipe()
 		if err != nil {
 			return err
@@ -173,7 +191,7 @@ func (c *container) start(p *process, stdio Stdio, starter Starter) (err error) 
 		cmd.Stdin, p.stdin = r, w
 	}
 	for i, want := range []bool{stdio.Stdout, stdio.Stderr} {
-		if !want {
+		if !want || p.spec.Terminal {
 			continue
 		}
 		r, w, err := pipe()
@@ -297,6 +315,9 @@ func (m *Manager) Output(id, execID string, stream int) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("%w: output stream %d of %q in %q was not requested or is taken", ErrState, stream, execID, id)
 	}
 	p.outTaken[stream-1] = true
+	if p.tty != nil {
+		return ptyReader{f}, nil
+	}
 	return f, nil
 }
 
@@ -319,18 +340,31 @@ func (m *Manager) WriteStdin(id, execID string, data []byte) error {
 }
 
 // CloseStdin closes a process's standard input; closing it twice is fine.
+// For a process with a terminal it types the terminal's EOF character
+// (see typeEOF) and refuses further writes.
 func (m *Manager) CloseStdin(id, execID string) error {
 	p, err := m.proc(id, execID)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stdin != nil && !p.stdinDone {
-		p.stdinDone = true
-		return p.stdin.Close()
+	w, tty := p.stdin, p.tty != nil
+	if w == nil || p.stdinDone {
+		p.mu.Unlock()
+		return nil
 	}
-	return nil
+	p.stdinDone = true
+	p.mu.Unlock()
+	// Not under p.mu: typing into a terminal whose input is full blocks
+	// until the process reads (or exits), and Signal needs p.mu.
+	if tty {
+		// EIO: no process holds the terminal any more.
+		if err := typeEOF(w); err != nil && !errors.Is(err, syscall.EIO) {
+			w.Close()
+			return fmt.Errorf("containers: EOF to the terminal of %q in %q: %w", execID, id, err)
+		}
+	}
+	return w.Close()
 }
 
 func (m *Manager) proc(id, execID string) (*process, error) {

@@ -97,7 +97,7 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 }
 
 // parseSpec decodes and checks an OCI spec from the host: a process with
-// arguments and no terminal, known rlimits, absolute mount destinations.
+// arguments, a bounded console size, known rlimits, absolute mount destinations.
 func parseSpec(b []byte) (*specs.Spec, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
@@ -119,8 +119,8 @@ func parseSpec(b []byte) (*specs.Spec, error) {
 
 // checkProcess checks what the agent cannot do or must not be fooled by.
 func checkProcess(p *specs.Process) error {
-	if p.Terminal {
-		return fmt.Errorf("%w: process asks for a terminal, which is not supported", ErrInvalid)
+	if p.ConsoleSize != nil && (p.ConsoleSize.Width > maxWinsize || p.ConsoleSize.Height > maxWinsize) {
+		return fmt.Errorf("%w: console size %dx%d (limit %d)", ErrInvalid, p.ConsoleSize.Width, p.ConsoleSize.Height, maxWinsize)
 	}
 	for _, rl := range p.Rlimits {
 		if _, ok := rlimits[rl.Type]; !ok {

@@ -61,7 +61,8 @@ func (s *Service) Create(ctx context.Context, r *agentv1.CreateContainerRequest)
 
 func (s *Service) Start(ctx context.Context, r *agentv1.StartProcessRequest) (*agentv1.StartProcessResponse, error) {
 	pid, err := s.M.Start(ctx, r.GetContainerId(), r.GetExecId(), r.GetProcess(),
-		Stdio{Stdin: r.GetStdin(), Stdout: r.GetStdout(), Stderr: r.GetStderr()})
+		Stdio{Stdin: r.GetStdin(), Stdout: r.GetStdout(), Stderr: r.GetStderr(),
+			TerminalWidth: r.GetTerminalWidth(), TerminalHeight: r.GetTerminalHeight()})
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -151,4 +152,12 @@ func (s *Service) Stats(ctx context.Context, r *agentv1.ContainerStatsRequest) (
 
 func (s *Service) Remove(ctx context.Context, r *agentv1.RemoveContainerRequest) (*agentv1.RemoveContainerResponse, error) {
 	return &agentv1.RemoveContainerResponse{}, rpcError(s.M.Remove(ctx, r.GetContainerId()))
+}
+
+func (s *Service) ResizePty(ctx context.Context, r *agentv1.ResizePtyRequest) (*agentv1.ResizePtyResponse, error) {
+	if r.GetWidth() > maxWinsize || r.GetHeight() > maxWinsize {
+		return nil, status.Errorf(codes.InvalidArgument, "containers: window size %dx%d (limit %d)", r.GetWidth(), r.GetHeight(), maxWinsize)
+	}
+	err := s.M.ResizePty(r.GetContainerId(), r.GetExecId(), uint16(r.GetWidth()), uint16(r.GetHeight()))
+	return &agentv1.ResizePtyResponse{}, rpcError(err)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 
@@ -32,13 +33,24 @@ type proc struct {
 	id, execID            string
 	stdin, stdout, stderr string // containerd's FIFO paths ("" = not used)
 	spec                  []byte // exec processes: the OCI process JSON
+	// terminal: the process has a terminal in the guest; its output is
+	// the stdout stream and stderr is not used.
+	terminal bool
 
-	mu      sync.Mutex
-	status  task.Status // guarded by mu
-	pid     uint32      // guarded by mu
-	exit    exit        // guarded by mu; valid once done is closed
-	stdinW  io.Closer   // guarded by mu; the stdin FIFO, open while copying
-	stdinOK bool        // guarded by mu; stdin closed (CloseIO or EOF)
+	mu     sync.Mutex
+	status task.Status // guarded by mu
+	pid    uint32      // guarded by mu
+	exit   exit        // guarded by mu; valid once done is closed
+	// stdinR is the shim's reader of the stdin FIFO while it copies;
+	// stdinKeep the shim's own writer of it, held so that the reader sees
+	// EOF only after CloseIO (as runc's shim does). Guarded by mu.
+	stdinR, stdinKeep io.Closer
+	stdinOK           bool // guarded by mu; CloseIO came (or the copy ended)
+	// size is the terminal's window size (width, height) as ResizePty last
+	// set it; sent is what the agent has. Guarded by mu.
+	size, sent [2]uint32
+	// resizeMu orders the resizes sent to the agent.
+	resizeMu sync.Mutex
 
 	done chan struct{} // closed once the process has exited and its IO closed
 
@@ -108,11 +120,17 @@ func (p *proc) start(ctx context.Context, c agentv1.ContainersClient) error {
 		return fmt.Errorf("%s of task %q: already started: %w", p.name(), p.id, errdefs.ErrFailedPrecondition)
 	}
 	p.status = task.Status_RUNNING // claimed; undone on failure
+	size := p.size
 	p.mu.Unlock()
 
+	stderr := p.stderr
+	if p.terminal {
+		stderr = "" // everything arrives as stdout
+	}
 	resp, err := c.Start(ctx, &agentv1.StartProcessRequest{
 		ContainerId: p.id, ExecId: p.execID, Process: p.spec,
-		Stdin: p.stdin != "", Stdout: p.stdout != "", Stderr: p.stderr != "",
+		Stdin: p.stdin != "", Stdout: p.stdout != "", Stderr: stderr != "",
+		TerminalWidth: size[0], TerminalHeight: size[1],
 	})
 	if err != nil {
 		p.mu.Lock()
@@ -122,7 +140,14 @@ func (p *proc) start(ctx context.Context, c agentv1.ContainersClient) error {
 	}
 	p.mu.Lock()
 	p.pid = resp.GetPid()
+	p.sent = size
 	p.mu.Unlock()
+	if p.terminal {
+		// A resize that arrived while the agent was starting the process.
+		if err := p.resize(ctx, c); err != nil {
+			log.G(ctx).WithError(err).WithField("id", p.id).WithField("exec", p.execID).Warn("shim: resize terminal")
+		}
+	}
 
 	// The copies outlive the request: they end when the process's output
 	// ends, or when cancel is called.
@@ -131,7 +156,7 @@ func (p *proc) start(ctx context.Context, c agentv1.ContainersClient) error {
 	for _, o := range []struct {
 		path   string
 		stream agentv1.StdioStream
-	}{{p.stdout, agentv1.StdioStream_STDIO_STREAM_STDOUT}, {p.stderr, agentv1.StdioStream_STDIO_STREAM_STDERR}} {
+	}{{p.stdout, agentv1.StdioStream_STDIO_STREAM_STDOUT}, {stderr, agentv1.StdioStream_STDIO_STREAM_STDERR}} {
 		if o.path == "" {
 			continue
 		}
@@ -149,6 +174,38 @@ func (p *proc) start(ctx context.Context, c agentv1.ContainersClient) error {
 				log.G(ctx).WithError(err).WithField("id", p.id).WithField("exec", p.execID).Warn("shim: stdin copy")
 			}
 		}()
+	}
+	return nil
+}
+
+// setSize records a terminal window size and, once the process runs in
+// the guest, sends it to the agent. Before that, start sends it.
+func (p *proc) setSize(ctx context.Context, c agentv1.ContainersClient, width, height uint32) error {
+	p.mu.Lock()
+	p.size = [2]uint32{width, height}
+	p.mu.Unlock()
+	return p.resize(ctx, c)
+}
+
+// resize sends the recorded window size to the agent if the process runs
+// there with another size. A process that exited meanwhile is fine.
+func (p *proc) resize(ctx context.Context, c agentv1.ContainersClient) error {
+	p.resizeMu.Lock()
+	defer p.resizeMu.Unlock()
+	p.mu.Lock()
+	size, running := p.size, p.status == task.Status_RUNNING && p.pid != 0
+	if !running || size == p.sent {
+		p.mu.Unlock()
+		return nil
+	}
+	p.sent = size
+	p.mu.Unlock()
+	_, err := c.ResizePty(ctx, &agentv1.ResizePtyRequest{ContainerId: p.id, ExecId: p.execID, Width: size[0], Height: size[1]})
+	if err != nil && errdefs.IsFailedPrecondition(errgrpc.ToNative(err)) {
+		return nil // exited, or its terminal is closed
+	}
+	if err != nil {
+		return fmt.Errorf("%s of task %q: agent resize: %w", p.name(), p.id, err)
 	}
 	return nil
 }
@@ -181,24 +238,35 @@ func (p *proc) copyOut(ctx context.Context, c agentv1.ContainersClient, path str
 	}
 }
 
-// copyIn copies containerd's stdin FIFO to the process until EOF or
-// CloseIO, then closes the process's stdin.
+// copyIn copies containerd's stdin FIFO to the process until EOF, then
+// closes the process's stdin. The shim holds a writer of the FIFO until
+// CloseIO, so EOF means: the client closed its end and asked for stdin
+// to end, and everything it wrote before has been read. Closing the
+// reader at CloseIO instead would drop what is still in the FIFO's
+// buffer (`printf … | ctr run -i` loses its input), and a CloseIO before
+// the copy started would leave the process waiting for input forever.
 func (p *proc) copyIn(ctx context.Context, c agentv1.ContainersClient) error {
+	defer p.closeStdinWith(context.WithoutCancel(ctx), c)
 	// O_NONBLOCK so the open does not wait for a writer; fifo sets the
 	// file back to blocking reads.
 	r, err := fifo.OpenFifo(ctx, p.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p.stdin, err)
 	}
-	p.mu.Lock()
-	if p.stdinOK {
-		p.mu.Unlock()
+	// With a reader open, a non-blocking open for writing succeeds.
+	keep, err := fifo.OpenFifo(ctx, p.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
 		r.Close()
-		return nil
+		return fmt.Errorf("open %s for writing: %w", p.stdin, err)
 	}
-	p.stdinW = r
+	p.mu.Lock()
+	p.stdinR = r
+	if p.stdinOK {
+		keep.Close() // CloseIO came first: read what is there, then EOF
+	} else {
+		p.stdinKeep = keep
+	}
 	p.mu.Unlock()
-	defer p.closeStdinWith(context.WithoutCancel(ctx), c)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
@@ -216,22 +284,38 @@ func (p *proc) copyIn(ctx context.Context, c agentv1.ContainersClient) error {
 	}
 }
 
-// closeStdin handles CloseIO: close the FIFO, which ends copyIn, which
-// closes the process's stdin in the guest.
+// closeStdin handles CloseIO: it drops the shim's writer of the FIFO, so
+// copyIn reads what is left and then sees EOF once the client's end is
+// closed too.
 func (p *proc) closeStdin() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stdinOK = true
-	if p.stdinW != nil {
-		p.stdinW.Close()
+	if p.stdinKeep != nil {
+		p.stdinKeep.Close()
+		p.stdinKeep = nil
 	}
 }
 
+// closeStdinWith ends the copy's side: the FIFO is closed and the
+// process's stdin closed in the guest.
 func (p *proc) closeStdinWith(ctx context.Context, c agentv1.ContainersClient) {
-	p.closeStdin()
+	p.stopStdin()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c.CloseStdin(ctx, &agentv1.CloseStdinRequest{ContainerId: p.id, ExecId: p.execID})
+}
+
+// stopStdin closes both of the shim's ends of the stdin FIFO, which ends
+// a copy blocked in a read.
+func (p *proc) stopStdin() {
+	p.closeStdin()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stdinR != nil {
+		p.stdinR.Close()
+		p.stdinR = nil
+	}
 }
 
 // closeIO stops every copy of a process (Delete).
@@ -239,7 +323,7 @@ func (p *proc) closeIO() {
 	if p.cancel != nil {
 		p.cancel()
 	}
-	p.closeStdin()
+	p.stopStdin()
 }
 
 // waitExit waits for the process to exit in the guest, lets its output

@@ -156,9 +156,6 @@ func (s *Service) sandbox(ctx context.Context, bundle, id string, options *anypb
 // OCI spec; no process runs yet.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if r.Terminal {
-		return nil, fmt.Errorf("task %q: terminals are not supported yet: %w", r.ID, errdefs.ErrNotImplemented)
-	}
 	if r.Checkpoint != "" {
 		return nil, fmt.Errorf("task %q: checkpoints: %w", r.ID, errdefs.ErrNotImplemented)
 	}
@@ -173,6 +170,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := json.Unmarshal(specBytes, &spec); err != nil {
 		return nil, fmt.Errorf("task %q: config.json: %w: %w", r.ID, err, errdefs.ErrInvalidArgument)
 	}
+	if err := checkTerminal(r.Terminal, spec.Process, r.Stdout); err != nil {
+		return nil, fmt.Errorf("task %q: %w", r.ID, err)
+	}
 
 	s.mu.Lock()
 	if _, ok := s.tasks[r.ID]; ok {
@@ -181,6 +181,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	t := &ctask{id: r.ID, bundle: r.Bundle, execs: map[string]*proc{}}
 	t.init = newProc(r.ID, "", r.Stdin, r.Stdout, r.Stderr)
+	t.init.terminal = r.Terminal
 	s.tasks[r.ID] = t // reserve the ID
 	s.mu.Unlock()
 	defer func() {
@@ -328,11 +329,15 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 // Exec adds an exec process to a running task; Start starts it.
 func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *ptypes.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if r.Terminal {
-		return nil, fmt.Errorf("exec %q: terminals are not supported yet: %w", r.ExecID, errdefs.ErrNotImplemented)
-	}
 	if r.ExecID == "" || r.Spec == nil {
 		return nil, fmt.Errorf("exec of task %q: no exec ID or process spec: %w", r.ID, errdefs.ErrInvalidArgument)
+	}
+	var pspec specs.Process
+	if err := json.Unmarshal(r.Spec.GetValue(), &pspec); err != nil {
+		return nil, fmt.Errorf("exec %q of task %q: process spec: %w: %w", r.ExecID, r.ID, err, errdefs.ErrInvalidArgument)
+	}
+	if err := checkTerminal(r.Terminal, &pspec, r.Stdout); err != nil {
+		return nil, fmt.Errorf("exec %q of task %q: %w", r.ExecID, r.ID, err)
 	}
 	t, err := s.task(r.ID)
 	if err != nil {
@@ -348,16 +353,50 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *p
 	}
 	p := newProc(r.ID, r.ExecID, r.Stdin, r.Stdout, r.Stderr)
 	p.spec = r.Spec.GetValue() // the JSON of the OCI process
+	p.terminal = r.Terminal
 	t.execs[r.ExecID] = p
 	t.mu.Unlock()
 	s.publish(runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return &ptypes.Empty{}, nil
 }
 
-// ResizePty: no process has a terminal (Create and Exec refuse them).
-func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	if _, _, err := s.proc(r.ID, r.ExecID); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+// checkTerminal checks that a task's or exec's terminal flag agrees with
+// its OCI process (which the agent follows), and that the terminal's
+// output has somewhere to go.
+func checkTerminal(terminal bool, p *specs.Process, stdout string) error {
+	if spec := p != nil && p.Terminal; spec != terminal {
+		return fmt.Errorf("terminal %v but the OCI process has terminal %v: %w", terminal, spec, errdefs.ErrInvalidArgument)
+	}
+	if terminal && stdout == "" {
+		return fmt.Errorf("a terminal without stdout: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// maxWinsize bounds a terminal's width and height.
+const maxWinsize = 65535
+
+// ResizePty sets the window size of a process's terminal: at once in the
+// guest for a running process, at its start for one not started yet. For
+// a process without a terminal it does nothing (as runc's shim).
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.proc(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Width > maxWinsize || r.Height > maxWinsize {
+		return nil, fmt.Errorf("%s of task %q: window size %dx%d (limit %d): %w", p.name(), r.ID, r.Width, r.Height, maxWinsize, errdefs.ErrInvalidArgument)
+	}
+	if !p.terminal {
+		return &ptypes.Empty{}, nil
+	}
+	var c agentv1.ContainersClient
+	if sb := s.currentSandbox(); sb != nil {
+		c = sb.Containers()
+	}
+	if err := p.setSize(ctx, c, r.Width, r.Height); err != nil {
+		return nil, err
 	}
 	return &ptypes.Empty{}, nil
 }

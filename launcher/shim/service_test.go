@@ -283,7 +283,7 @@ func TestServiceRejects(t *testing.T) {
 		req  *taskAPI.CreateTaskRequest
 		is   func(error) bool
 	}{
-		{"terminal", &taskAPI.CreateTaskRequest{ID: "a", Bundle: b, Terminal: true}, errdefs.IsNotImplemented},
+		{"terminal the spec lacks", &taskAPI.CreateTaskRequest{ID: "a", Bundle: b, Terminal: true, Stdout: "/x"}, errdefs.IsInvalidArgument},
 		{"checkpoint", &taskAPI.CreateTaskRequest{ID: "a", Bundle: b, Checkpoint: "/x"}, errdefs.IsNotImplemented},
 		{"no bundle", &taskAPI.CreateTaskRequest{ID: "a", Bundle: filepath.Join(h.dir, "none")}, errdefs.IsNotFound},
 	}

@@ -14,9 +14,14 @@
 //	prog sleep SECONDS    sleep, then exit 0
 //	prog ls DIR           print the names in DIR
 //	prog write FILE TEXT  write TEXT to FILE
+//	prog tty              check that stdin, stdout and stderr are the
+//	                      controlling terminal and print "tty ROWS COLS";
+//	                      then for each line read print "line TEXT ROWS
+//	                      COLS" (the size now); at end of input print "eof"
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -77,6 +84,8 @@ func main() {
 		}
 	case "write":
 		check(os.WriteFile(arg(args, 0), []byte(arg(args, 1)), 0o644))
+	case "tty":
+		tty()
 	default:
 		fmt.Fprintf(os.Stderr, "prog: unknown subcommand %q\n", os.Args[1])
 		os.Exit(2)
@@ -95,4 +104,29 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "prog:", err)
 		os.Exit(1)
 	}
+}
+
+func tty() {
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			check(fmt.Errorf("descriptor %d is not a terminal: %w", fd, err))
+		}
+	}
+	sid, err := unix.IoctlGetInt(0, unix.TIOCGSID)
+	check(err)
+	if own, _ := unix.Getsid(0); sid != own {
+		check(fmt.Errorf("the terminal belongs to session %d, not ours (%d)", sid, own))
+	}
+	size := func() string {
+		ws, err := unix.IoctlGetWinsize(0, unix.TIOCGWINSZ)
+		check(err)
+		return fmt.Sprintf("%d %d", ws.Row, ws.Col)
+	}
+	fmt.Printf("tty %s\n", size())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		fmt.Printf("line %s %s\n", in.Text(), size())
+	}
+	check(in.Err())
+	fmt.Println("eof")
 }

@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -275,6 +276,21 @@ func TestCtrRunInVM(t *testing.T) {
 			}
 		})
 	}
+	// `… | ctr run` (stdin attached): ctr closes its end of the stdin FIFO at EOF and
+	// calls CloseIO at once; everything it wrote must reach the process.
+	t.Run("stdin", func(t *testing.T) {
+		want := strings.Repeat("input line for the guest\n", 2000) // 50 KB
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(d.Bin, "ctr"),
+			d.CtrArgs("run", "--rm", "--runtime", "io.containerd.cvm.v2", image, "vm-stdin", "/bin/prog", "cat")...)
+		cmd.Stdin = strings.NewReader(want)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil || out.String() != want {
+			t.Errorf("ctr run … cat: %v; %d of %d bytes came back; stderr %q", err, out.Len(), len(want), errOut.String())
+		}
+	})
 	t.Run("detached exec kill delete", func(t *testing.T) {
 		ctr := func(want int, args ...string) string {
 			t.Helper()

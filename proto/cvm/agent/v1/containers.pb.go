@@ -341,11 +341,23 @@ type StartProcessRequest struct {
 	Process []byte `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
 	// Which standard streams the host will use. A stream not wanted is
 	// connected to /dev/null in the guest.
-	Stdin         bool `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout        bool `protobuf:"varint,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        bool `protobuf:"varint,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	//
+	// A process whose OCI process spec has terminal = true gets a new
+	// pseudo-terminal instead: its standard input, output and error are the
+	// terminal (it is a session leader with the terminal as its controlling
+	// terminal), the STDOUT output stream carries everything it writes to
+	// the terminal, and there is no STDERR stream. Such a process needs
+	// stdout = true and stderr = false.
+	Stdin  bool `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout bool `protobuf:"varint,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr bool `protobuf:"varint,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	// The initial window size of the terminal, in character cells, at most
+	// 65535 each; 0 and 0 mean the OCI process spec's consoleSize (if any).
+	// Ignored for a process without a terminal.
+	TerminalWidth  uint32 `protobuf:"varint,7,opt,name=terminal_width,json=terminalWidth,proto3" json:"terminal_width,omitempty"`
+	TerminalHeight uint32 `protobuf:"varint,8,opt,name=terminal_height,json=terminalHeight,proto3" json:"terminal_height,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartProcessRequest) Reset() {
@@ -418,6 +430,20 @@ func (x *StartProcessRequest) GetStderr() bool {
 		return x.Stderr
 	}
 	return false
+}
+
+func (x *StartProcessRequest) GetTerminalWidth() uint32 {
+	if x != nil {
+		return x.TerminalWidth
+	}
+	return 0
+}
+
+func (x *StartProcessRequest) GetTerminalHeight() uint32 {
+	if x != nil {
+		return x.TerminalHeight
+	}
+	return 0
 }
 
 type StartProcessResponse struct {
@@ -752,6 +778,110 @@ func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
 	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{11}
 }
 
+type ResizePtyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32                 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`   // columns, at most 65535
+	Height        uint32                 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"` // rows, at most 65535
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyRequest) Reset() {
+	*x = ResizePtyRequest{}
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyRequest) ProtoMessage() {}
+
+func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ResizePtyRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizePtyRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ResizePtyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyResponse) Reset() {
+	*x = ResizePtyResponse{}
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyResponse) ProtoMessage() {}
+
+func (x *ResizePtyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyResponse.ProtoReflect.Descriptor instead.
+func (*ResizePtyResponse) Descriptor() ([]byte, []int) {
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{13}
+}
+
 type SignalProcessRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -764,7 +894,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[12]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +906,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[12]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +919,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{12}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -828,7 +958,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[13]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +970,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[13]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +983,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{13}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{15}
 }
 
 type WaitProcessRequest struct {
@@ -866,7 +996,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[14]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1008,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[14]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1021,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{14}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -921,7 +1051,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[15]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1063,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[15]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1076,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{15}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() uint32 {
@@ -972,7 +1102,7 @@ type ContainerPidsRequest struct {
 
 func (x *ContainerPidsRequest) Reset() {
 	*x = ContainerPidsRequest{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[16]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1114,7 @@ func (x *ContainerPidsRequest) String() string {
 func (*ContainerPidsRequest) ProtoMessage() {}
 
 func (x *ContainerPidsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[16]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1127,7 @@ func (x *ContainerPidsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPidsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerPidsRequest) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{16}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContainerPidsRequest) GetContainerId() string {
@@ -1016,7 +1146,7 @@ type ContainerPidsResponse struct {
 
 func (x *ContainerPidsResponse) Reset() {
 	*x = ContainerPidsResponse{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[17]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1158,7 @@ func (x *ContainerPidsResponse) String() string {
 func (*ContainerPidsResponse) ProtoMessage() {}
 
 func (x *ContainerPidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[17]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1171,7 @@ func (x *ContainerPidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPidsResponse.ProtoReflect.Descriptor instead.
 func (*ContainerPidsResponse) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{17}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContainerPidsResponse) GetProcesses() []*ContainerProcess {
@@ -1061,7 +1191,7 @@ type ContainerProcess struct {
 
 func (x *ContainerProcess) Reset() {
 	*x = ContainerProcess{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[18]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1203,7 @@ func (x *ContainerProcess) String() string {
 func (*ContainerProcess) ProtoMessage() {}
 
 func (x *ContainerProcess) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[18]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1216,7 @@ func (x *ContainerProcess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerProcess.ProtoReflect.Descriptor instead.
 func (*ContainerProcess) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{18}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerProcess) GetPid() uint32 {
@@ -1112,7 +1242,7 @@ type ContainerStatsRequest struct {
 
 func (x *ContainerStatsRequest) Reset() {
 	*x = ContainerStatsRequest{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[19]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1254,7 @@ func (x *ContainerStatsRequest) String() string {
 func (*ContainerStatsRequest) ProtoMessage() {}
 
 func (x *ContainerStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[19]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1267,7 @@ func (x *ContainerStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerStatsRequest) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{19}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ContainerStatsRequest) GetContainerId() string {
@@ -1160,7 +1290,7 @@ type ContainerStatsResponse struct {
 
 func (x *ContainerStatsResponse) Reset() {
 	*x = ContainerStatsResponse{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[20]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1302,7 @@ func (x *ContainerStatsResponse) String() string {
 func (*ContainerStatsResponse) ProtoMessage() {}
 
 func (x *ContainerStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[20]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1315,7 @@ func (x *ContainerStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatsResponse.ProtoReflect.Descriptor instead.
 func (*ContainerStatsResponse) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{20}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ContainerStatsResponse) GetCpuUsageNs() uint64 {
@@ -1232,7 +1362,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[21]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1374,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[21]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1387,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{21}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1275,7 +1405,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[22]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1417,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cvm_agent_v1_containers_proto_msgTypes[22]
+	mi := &file_cvm_agent_v1_containers_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1430,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{22}
+	return file_cvm_agent_v1_containers_proto_rawDescGZIP(), []int{24}
 }
 
 var File_cvm_agent_v1_containers_proto protoreflect.FileDescriptor
@@ -1320,14 +1450,16 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x16\n" +
 	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x19\n" +
-	"\x17CreateContainerResponse\"\xb1\x01\n" +
+	"\x17CreateContainerResponse\"\x81\x02\n" +
 	"\x13StartProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
 	"\aprocess\x18\x03 \x01(\fR\aprocess\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x05 \x01(\bR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x06 \x01(\bR\x06stderr\"(\n" +
+	"\x06stderr\x18\x06 \x01(\bR\x06stderr\x12%\n" +
+	"\x0eterminal_width\x18\a \x01(\rR\rterminalWidth\x12'\n" +
+	"\x0fterminal_height\x18\b \x01(\rR\x0eterminalHeight\"(\n" +
 	"\x14StartProcessResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x85\x01\n" +
 	"\x14ProcessOutputRequest\x12!\n" +
@@ -1345,6 +1477,12 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x14\n" +
 	"\x12CloseStdinResponse\"|\n" +
+	"\x10ResizePtyRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"\x13\n" +
+	"\x11ResizePtyResponse\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -1380,7 +1518,7 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\vStdioStream\x12\x1c\n" +
 	"\x18STDIO_STREAM_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13STDIO_STREAM_STDOUT\x10\x01\x12\x17\n" +
-	"\x13STDIO_STREAM_STDERR\x10\x022\xc3\x06\n" +
+	"\x13STDIO_STREAM_STDERR\x10\x022\x91\a\n" +
 	"\n" +
 	"Containers\x12U\n" +
 	"\x06Create\x12$.cvm.agent.v1.CreateContainerRequest\x1a%.cvm.agent.v1.CreateContainerResponse\x12N\n" +
@@ -1389,7 +1527,8 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\n" +
 	"WriteStdin\x12\x1f.cvm.agent.v1.WriteStdinRequest\x1a .cvm.agent.v1.WriteStdinResponse\x12O\n" +
 	"\n" +
-	"CloseStdin\x12\x1f.cvm.agent.v1.CloseStdinRequest\x1a .cvm.agent.v1.CloseStdinResponse\x12Q\n" +
+	"CloseStdin\x12\x1f.cvm.agent.v1.CloseStdinRequest\x1a .cvm.agent.v1.CloseStdinResponse\x12L\n" +
+	"\tResizePty\x12\x1e.cvm.agent.v1.ResizePtyRequest\x1a\x1f.cvm.agent.v1.ResizePtyResponse\x12Q\n" +
 	"\x06Signal\x12\".cvm.agent.v1.SignalProcessRequest\x1a#.cvm.agent.v1.SignalProcessResponse\x12K\n" +
 	"\x04Wait\x12 .cvm.agent.v1.WaitProcessRequest\x1a!.cvm.agent.v1.WaitProcessResponse\x12O\n" +
 	"\x04Pids\x12\".cvm.agent.v1.ContainerPidsRequest\x1a#.cvm.agent.v1.ContainerPidsResponse\x12R\n" +
@@ -1409,7 +1548,7 @@ func file_cvm_agent_v1_containers_proto_rawDescGZIP() []byte {
 }
 
 var file_cvm_agent_v1_containers_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cvm_agent_v1_containers_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_cvm_agent_v1_containers_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_cvm_agent_v1_containers_proto_goTypes = []any{
 	(StdioStream)(0),                // 0: cvm.agent.v1.StdioStream
 	(*CreateContainerRequest)(nil),  // 1: cvm.agent.v1.CreateContainerRequest
@@ -1424,45 +1563,49 @@ var file_cvm_agent_v1_containers_proto_goTypes = []any{
 	(*WriteStdinResponse)(nil),      // 10: cvm.agent.v1.WriteStdinResponse
 	(*CloseStdinRequest)(nil),       // 11: cvm.agent.v1.CloseStdinRequest
 	(*CloseStdinResponse)(nil),      // 12: cvm.agent.v1.CloseStdinResponse
-	(*SignalProcessRequest)(nil),    // 13: cvm.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 14: cvm.agent.v1.SignalProcessResponse
-	(*WaitProcessRequest)(nil),      // 15: cvm.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 16: cvm.agent.v1.WaitProcessResponse
-	(*ContainerPidsRequest)(nil),    // 17: cvm.agent.v1.ContainerPidsRequest
-	(*ContainerPidsResponse)(nil),   // 18: cvm.agent.v1.ContainerPidsResponse
-	(*ContainerProcess)(nil),        // 19: cvm.agent.v1.ContainerProcess
-	(*ContainerStatsRequest)(nil),   // 20: cvm.agent.v1.ContainerStatsRequest
-	(*ContainerStatsResponse)(nil),  // 21: cvm.agent.v1.ContainerStatsResponse
-	(*RemoveContainerRequest)(nil),  // 22: cvm.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 23: cvm.agent.v1.RemoveContainerResponse
+	(*ResizePtyRequest)(nil),        // 13: cvm.agent.v1.ResizePtyRequest
+	(*ResizePtyResponse)(nil),       // 14: cvm.agent.v1.ResizePtyResponse
+	(*SignalProcessRequest)(nil),    // 15: cvm.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 16: cvm.agent.v1.SignalProcessResponse
+	(*WaitProcessRequest)(nil),      // 17: cvm.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 18: cvm.agent.v1.WaitProcessResponse
+	(*ContainerPidsRequest)(nil),    // 19: cvm.agent.v1.ContainerPidsRequest
+	(*ContainerPidsResponse)(nil),   // 20: cvm.agent.v1.ContainerPidsResponse
+	(*ContainerProcess)(nil),        // 21: cvm.agent.v1.ContainerProcess
+	(*ContainerStatsRequest)(nil),   // 22: cvm.agent.v1.ContainerStatsRequest
+	(*ContainerStatsResponse)(nil),  // 23: cvm.agent.v1.ContainerStatsResponse
+	(*RemoveContainerRequest)(nil),  // 24: cvm.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil), // 25: cvm.agent.v1.RemoveContainerResponse
 }
 var file_cvm_agent_v1_containers_proto_depIdxs = []int32{
 	2,  // 0: cvm.agent.v1.CreateContainerRequest.rootfs:type_name -> cvm.agent.v1.ContainerRootfs
 	3,  // 1: cvm.agent.v1.ContainerRootfs.block:type_name -> cvm.agent.v1.BlockRootfs
 	0,  // 2: cvm.agent.v1.ProcessOutputRequest.stream:type_name -> cvm.agent.v1.StdioStream
-	19, // 3: cvm.agent.v1.ContainerPidsResponse.processes:type_name -> cvm.agent.v1.ContainerProcess
+	21, // 3: cvm.agent.v1.ContainerPidsResponse.processes:type_name -> cvm.agent.v1.ContainerProcess
 	1,  // 4: cvm.agent.v1.Containers.Create:input_type -> cvm.agent.v1.CreateContainerRequest
 	5,  // 5: cvm.agent.v1.Containers.Start:input_type -> cvm.agent.v1.StartProcessRequest
 	7,  // 6: cvm.agent.v1.Containers.Output:input_type -> cvm.agent.v1.ProcessOutputRequest
 	9,  // 7: cvm.agent.v1.Containers.WriteStdin:input_type -> cvm.agent.v1.WriteStdinRequest
 	11, // 8: cvm.agent.v1.Containers.CloseStdin:input_type -> cvm.agent.v1.CloseStdinRequest
-	13, // 9: cvm.agent.v1.Containers.Signal:input_type -> cvm.agent.v1.SignalProcessRequest
-	15, // 10: cvm.agent.v1.Containers.Wait:input_type -> cvm.agent.v1.WaitProcessRequest
-	17, // 11: cvm.agent.v1.Containers.Pids:input_type -> cvm.agent.v1.ContainerPidsRequest
-	20, // 12: cvm.agent.v1.Containers.Stats:input_type -> cvm.agent.v1.ContainerStatsRequest
-	22, // 13: cvm.agent.v1.Containers.Remove:input_type -> cvm.agent.v1.RemoveContainerRequest
-	4,  // 14: cvm.agent.v1.Containers.Create:output_type -> cvm.agent.v1.CreateContainerResponse
-	6,  // 15: cvm.agent.v1.Containers.Start:output_type -> cvm.agent.v1.StartProcessResponse
-	8,  // 16: cvm.agent.v1.Containers.Output:output_type -> cvm.agent.v1.ProcessOutputChunk
-	10, // 17: cvm.agent.v1.Containers.WriteStdin:output_type -> cvm.agent.v1.WriteStdinResponse
-	12, // 18: cvm.agent.v1.Containers.CloseStdin:output_type -> cvm.agent.v1.CloseStdinResponse
-	14, // 19: cvm.agent.v1.Containers.Signal:output_type -> cvm.agent.v1.SignalProcessResponse
-	16, // 20: cvm.agent.v1.Containers.Wait:output_type -> cvm.agent.v1.WaitProcessResponse
-	18, // 21: cvm.agent.v1.Containers.Pids:output_type -> cvm.agent.v1.ContainerPidsResponse
-	21, // 22: cvm.agent.v1.Containers.Stats:output_type -> cvm.agent.v1.ContainerStatsResponse
-	23, // 23: cvm.agent.v1.Containers.Remove:output_type -> cvm.agent.v1.RemoveContainerResponse
-	14, // [14:24] is the sub-list for method output_type
-	4,  // [4:14] is the sub-list for method input_type
+	13, // 9: cvm.agent.v1.Containers.ResizePty:input_type -> cvm.agent.v1.ResizePtyRequest
+	15, // 10: cvm.agent.v1.Containers.Signal:input_type -> cvm.agent.v1.SignalProcessRequest
+	17, // 11: cvm.agent.v1.Containers.Wait:input_type -> cvm.agent.v1.WaitProcessRequest
+	19, // 12: cvm.agent.v1.Containers.Pids:input_type -> cvm.agent.v1.ContainerPidsRequest
+	22, // 13: cvm.agent.v1.Containers.Stats:input_type -> cvm.agent.v1.ContainerStatsRequest
+	24, // 14: cvm.agent.v1.Containers.Remove:input_type -> cvm.agent.v1.RemoveContainerRequest
+	4,  // 15: cvm.agent.v1.Containers.Create:output_type -> cvm.agent.v1.CreateContainerResponse
+	6,  // 16: cvm.agent.v1.Containers.Start:output_type -> cvm.agent.v1.StartProcessResponse
+	8,  // 17: cvm.agent.v1.Containers.Output:output_type -> cvm.agent.v1.ProcessOutputChunk
+	10, // 18: cvm.agent.v1.Containers.WriteStdin:output_type -> cvm.agent.v1.WriteStdinResponse
+	12, // 19: cvm.agent.v1.Containers.CloseStdin:output_type -> cvm.agent.v1.CloseStdinResponse
+	14, // 20: cvm.agent.v1.Containers.ResizePty:output_type -> cvm.agent.v1.ResizePtyResponse
+	16, // 21: cvm.agent.v1.Containers.Signal:output_type -> cvm.agent.v1.SignalProcessResponse
+	18, // 22: cvm.agent.v1.Containers.Wait:output_type -> cvm.agent.v1.WaitProcessResponse
+	20, // 23: cvm.agent.v1.Containers.Pids:output_type -> cvm.agent.v1.ContainerPidsResponse
+	23, // 24: cvm.agent.v1.Containers.Stats:output_type -> cvm.agent.v1.ContainerStatsResponse
+	25, // 25: cvm.agent.v1.Containers.Remove:output_type -> cvm.agent.v1.RemoveContainerResponse
+	15, // [15:26] is the sub-list for method output_type
+	4,  // [4:15] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1483,7 +1626,7 @@ func file_cvm_agent_v1_containers_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cvm_agent_v1_containers_proto_rawDesc), len(file_cvm_agent_v1_containers_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,6 +13,7 @@ type ContainersService interface {
 	Output(context.Context, *ProcessOutputRequest, Containers_OutputServer) error
 	WriteStdin(context.Context, *WriteStdinRequest) (*WriteStdinResponse, error)
 	CloseStdin(context.Context, *CloseStdinRequest) (*CloseStdinResponse, error)
+	ResizePty(context.Context, *ResizePtyRequest) (*ResizePtyResponse, error)
 	Signal(context.Context, *SignalProcessRequest) (*SignalProcessResponse, error)
 	Wait(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
 	Pids(context.Context, *ContainerPidsRequest) (*ContainerPidsResponse, error)
@@ -63,6 +64,13 @@ func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
 					return nil, err
 				}
 				return svc.CloseStdin(ctx, &req)
+			},
+			"ResizePty": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizePtyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizePty(ctx, &req)
 			},
 			"Signal": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req SignalProcessRequest
@@ -122,6 +130,7 @@ type ContainersClient interface {
 	Output(context.Context, *ProcessOutputRequest) (Containers_OutputClient, error)
 	WriteStdin(context.Context, *WriteStdinRequest) (*WriteStdinResponse, error)
 	CloseStdin(context.Context, *CloseStdinRequest) (*CloseStdinResponse, error)
+	ResizePty(context.Context, *ResizePtyRequest) (*ResizePtyResponse, error)
 	Signal(context.Context, *SignalProcessRequest) (*SignalProcessResponse, error)
 	Wait(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
 	Pids(context.Context, *ContainerPidsRequest) (*ContainerPidsResponse, error)
@@ -195,6 +204,14 @@ func (c *containersClient) WriteStdin(ctx context.Context, req *WriteStdinReques
 func (c *containersClient) CloseStdin(ctx context.Context, req *CloseStdinRequest) (*CloseStdinResponse, error) {
 	var resp CloseStdinResponse
 	if err := c.client.Call(ctx, "cvm.agent.v1.Containers", "CloseStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) ResizePty(ctx context.Context, req *ResizePtyRequest) (*ResizePtyResponse, error) {
+	var resp ResizePtyResponse
+	if err := c.client.Call(ctx, "cvm.agent.v1.Containers", "ResizePty", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
