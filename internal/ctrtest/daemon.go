@@ -36,7 +36,7 @@ func FindToolchain(t testing.TB, name string) Toolchain {
 	bin := filepath.Join(repoRoot(), ".cache", "containerd", name, "bin")
 	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			t.Skipf("containerd toolchain %s absent (%s): run scripts/fetch-containerd.sh %s", name, filepath.Join(bin, b), name)
+			t.Skipf("containerd toolchain %s absent (%s): run `make containerd-tools` (scripts/fetch-containerd.sh %s)", name, filepath.Join(bin, b), name)
 		}
 	}
 	return Toolchain{Name: name, Bin: bin}
@@ -48,7 +48,7 @@ func FindCrictl(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(repoRoot(), ".cache", "containerd", "crictl", "bin", "crictl")
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("crictl absent (%s): run scripts/fetch-containerd.sh crictl", p)
+		t.Skipf("crictl absent (%s): run `make containerd-tools` (scripts/fetch-containerd.sh crictl)", p)
 	}
 	return p
 }
@@ -69,7 +69,9 @@ type Config struct {
 	// binaries are.
 	PathDirs []string
 	Runtimes []Runtime
-	// Snapshotter is the default snapshotter ("overlayfs" if empty).
+	// Snapshotter is CRI's snapshotter ("overlayfs" if empty). When set,
+	// the transfer service (ctr image import) unpacks with it too; ctr's
+	// own default is $CONTAINERD_SNAPSHOTTER.
 	Snapshotter string
 	// SandboxImage is the CRI pause image (pinned_images.sandbox).
 	SandboxImage string
@@ -112,6 +114,10 @@ func Start(t testing.TB, tc Toolchain, cfg Config) *Daemon {
 	fmt.Fprintf(&b, "[plugins.'io.containerd.nri.v1.nri']\n  disable = true\n")
 	fmt.Fprintf(&b, "[plugins.'io.containerd.shim.v1.manager']\n  socket_dir = %q\n", filepath.Join(dir, "s"))
 	fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.images']\n  snapshotter = %q\n", snap)
+	if cfg.Snapshotter != "" {
+		fmt.Fprintf(&b, "[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n  platform = %q\n  snapshotter = %q\n",
+			runtime.GOOS+"/"+runtime.GOARCH, cfg.Snapshotter)
+	}
 	if cfg.SandboxImage != "" {
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = %q\n", cfg.SandboxImage)
 	}

@@ -99,15 +99,17 @@ func QEMUBootArgs(qemu string, g GuestConfig) []string {
 
 var lddLine = regexp.MustCompile(`(?:=> )?(/\S+) \(0x`)
 
-// QEMUFiles returns qemu-system-x86_64, the shared libraries it loads
-// (from ldd) and the microvm firmware, by absolute path, to copy into the
-// test host.
-func QEMUFiles(qemu string) (map[string][]byte, error) {
-	out, err := exec.Command("ldd", qemu).Output()
+// DynamicFiles returns the dynamically linked executable bin, the shared
+// libraries it loads and their loader (from ldd), by absolute path, to copy
+// into the test host (whose loader finds them in the multiarch directories
+// without an ld.so.cache). Symbolic links are followed: each path holds
+// its target's contents.
+func DynamicFiles(bin string) (map[string][]byte, error) {
+	out, err := exec.Command("ldd", bin).Output()
 	if err != nil {
-		return nil, fmt.Errorf("testhost: ldd %s: %w", qemu, err)
+		return nil, fmt.Errorf("testhost: ldd %s: %w", bin, err)
 	}
-	paths := []string{qemu}
+	paths := []string{bin}
 	for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
 		paths = append(paths, m[1])
 	}
@@ -118,6 +120,17 @@ func QEMUFiles(qemu string) (map[string][]byte, error) {
 			return nil, fmt.Errorf("testhost: %w", err)
 		}
 		files[p] = b
+	}
+	return files, nil
+}
+
+// QEMUFiles returns qemu-system-x86_64, the shared libraries it loads
+// (DynamicFiles) and the microvm firmware, by absolute path, to copy into
+// the test host.
+func QEMUFiles(qemu string) (map[string][]byte, error) {
+	files, err := DynamicFiles(qemu)
+	if err != nil {
+		return nil, err
 	}
 	fw, err := os.ReadFile("/usr/share/qemu/bios-microvm.bin")
 	if err != nil {

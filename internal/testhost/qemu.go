@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -28,6 +30,11 @@ type BootOptions struct {
 	// Log receives the test host's serial console (its kernel log, the
 	// hostinit lines and every guest console line, prefixed).
 	Log io.Writer
+	// Unfreeze makes BootHost watch for the test host freezing (QEMU uses
+	// no CPU time at all: see Freeze), log QEMU's view of it and revive
+	// it with a serial receive interrupt; a freeze that does not revive
+	// ends the boot with an error.
+	Unfreeze bool
 }
 
 // HostCmdline is the test host's kernel command line.
@@ -59,6 +66,8 @@ type HostOutput struct {
 	Reports []*Report
 	Tests   []TestRun
 	Timings []*Timing
+	// Freezes are the freezes BootOptions.Unfreeze saw, in order.
+	Freezes []Freeze
 }
 
 // BootHost is Boot returning timings as well.
@@ -69,11 +78,33 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 	if o.CPUs == 0 {
 		o.CPUs = 1
 	}
-	cmd := exec.CommandContext(ctx, o.QEMU,
-		"-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", fmt.Sprint(o.CPUs), "-m", o.Memory,
+	args := []string{"-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", fmt.Sprint(o.CPUs), "-m", o.Memory,
 		"-kernel", o.Kernel, "-initrd", o.Initrd, "-append", HostCmdline,
-		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot")
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"}
+	var monitor string
+	var kick, input *os.File // the serial console's input
+	if o.Unfreeze {
+		dir, err := os.MkdirTemp("", "cvm-testhost-")
+		if err != nil {
+			return nil, fmt.Errorf("testhost: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		monitor = filepath.Join(dir, "monitor")
+		args = append(args, "-monitor", "unix:"+monitor+",server=on,wait=off")
+		if input, kick, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("testhost: %w", err)
+		}
+		defer kick.Close()
+		defer input.Close()
+	}
+	if o.Log != nil {
+		o.Log = &lockedWriter{w: o.Log} // the freeze watcher writes too
+	}
+	cmd := exec.CommandContext(ctx, o.QEMU, args...)
 	cmd.WaitDelay = 5 * time.Second
+	if input != nil {
+		cmd.Stdin = input
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -84,6 +115,18 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 		return nil, fmt.Errorf("testhost: start %s: %w", o.QEMU, err)
 	}
 	var ho HostOutput
+	var dead bool // a freeze did not revive
+	watched := make(chan struct{})
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if o.Unfreeze {
+		go func() {
+			defer close(watched)
+			ho.Freezes, dead = watchFreeze(wctx, cmd.Process, monitor, kick, o.Log)
+		}()
+	} else {
+		close(watched)
+	}
 	crash := "" // the test host kernel's first oops or panic line
 	var fails []string
 	done := false
@@ -130,6 +173,12 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 		}
 	}
 	werr := cmd.Wait()
+	stopWatch()
+	<-watched
+	if dead {
+		f := ho.Freezes[len(ho.Freezes)-1]
+		fails = append(fails, fmt.Sprintf("the test host froze for good (no CPU time for %v; a serial receive interrupt did not revive it)", f.Idle))
+	}
 	if crash != "" {
 		fails = append(fails, "the test host's kernel crashed: "+crash)
 	}

@@ -1,0 +1,189 @@
+//go:build linux
+
+// Command ctrinit is the /init of the test host of package
+// launcher/shim/builtintest: inside QEMU (TCG, -cpu max) it mounts proc,
+// sysfs, devtmpfs and cgroup2, loads the modules in /etc/modules
+// (irqbypass, kvm, kvm-amd), brings up loopback, names the host, and runs
+// the test binary of /etc/cvmtest/ctrinit.json, its output on the console
+// behind "T| ". It prints the binary's outcome as one
+// "CVMHOST: test {json}" line (internal/testhost.TestRun), then powers off.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/greatjail/cvm/internal/testhost"
+	"github.com/greatjail/cvm/internal/testhost/wire"
+	"github.com/greatjail/cvm/launcher/shim/builtintest"
+)
+
+var mu sync.Mutex // serialises console lines
+
+func say(format string, a ...any) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
+}
+
+func main() {
+	say("up")
+	if err := run(); err != nil {
+		say("fail %v", err)
+	}
+	say("done")
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		say("fail poweroff: %v", err)
+	}
+	select {}
+}
+
+func run() error {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2"},
+	} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	b, err := os.ReadFile(builtintest.InitConfigPath)
+	if err != nil {
+		return err
+	}
+	var cfg builtintest.InitConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", builtintest.InitConfigPath, err)
+	}
+	list, err := os.ReadFile(wire.ModuleList)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(list)) {
+		if err := load("/lib/modules/"+name+".ko", cfg.ModuleParams[name]); err != nil {
+			return fmt.Errorf("load module %s: %w", name, err)
+		}
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
+	}
+	say("kvm ready")
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	if err := unix.Sethostname([]byte("testhost")); err != nil {
+		return fmt.Errorf("sethostname: %w", err)
+	}
+	r := runTest(cfg)
+	j, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	say("test %s", j)
+	return nil
+}
+
+// runTest runs the test binary and summarises its outcome as hostinit
+// does: its "--- " lines, and the error.
+func runTest(cfg builtintest.InitConfig) testhost.TestRun {
+	var out strings.Builder
+	cmd := exec.Command(cfg.Test, cfg.Args...)
+	cmd.Env = cfg.Env
+	cmd.Dir = "/tmp"
+	pw := &prefixed{prefix: "T| "}
+	cmd.Stdout = io.MultiWriter(&out, pw)
+	cmd.Stderr = cmd.Stdout
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	if pw.part != "" { // the copying goroutine has ended
+		pw.Write([]byte("\n"))
+	}
+	say("ran %s for %.1fs: %v", filepath.Base(cfg.Test), time.Since(start).Seconds(), err)
+	var summary []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "--- ") {
+			summary = append(summary, t)
+		}
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			summary = append(summary, err.Error())
+		}
+	}
+	return testhost.TestRun{Name: filepath.Base(cfg.Test), OK: err == nil, Summary: strings.Join(summary, "\n")}
+}
+
+// loopbackUp brings lo up; the kernel gives it 127.0.0.1/8 (the CRI
+// streaming server of crictl exec listens there).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: SIOCGIFFLAGS lo: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: SIOCSIFFLAGS lo up: %w", err)
+	}
+	return nil
+}
+
+func load(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil && err != unix.EEXIST {
+		return err
+	}
+	return nil
+}
+
+// prefixed writes each whole line it is given to stdout behind a prefix,
+// keeping a partial line until its end arrives. One goroutine writes to it
+// (exec copies the shared stdout and stderr pipe on one).
+type prefixed struct {
+	prefix string
+	part   string
+}
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	s := p.part + string(b)
+	i := strings.LastIndexByte(s, '\n')
+	p.part = s[i+1:]
+	if i < 0 {
+		return len(b), nil
+	}
+	for _, l := range strings.SplitAfter(s[:i+1], "\n") {
+		if l != "" {
+			io.WriteString(os.Stdout, p.prefix+l)
+		}
+	}
+	return len(b), nil
+}
