@@ -51,12 +51,12 @@ containerd-tools:
 ## test: every test tier this machine supports, then a summary of what ran and what was skipped
 test: deps test-inputs containerd-tools proto-check lint
 	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
-	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 20m ./... 2>&1 | $(BIN)/testreport
+	@set -o pipefail; $(GO) test -race -json -count=1 -timeout 30m ./... 2>&1 | $(BIN)/testreport
 
-## test-vm: the VM tier alone: Debian 13 (6.12) and 12 (6.1) guests on our VMM (directly on hardware KVM, else in the QEMU TCG test host), the launch end to end, the shim in microVMs
+## test-vm: the VM tier alone: Debian 13 (6.12) and 12 (6.1) guests on our VMM (directly on hardware KVM, else in the QEMU TCG test host), the launch end to end (both engines), the shim in microVMs (both engines)
 test-vm: deps test-inputs containerd-tools
 	@$(GO) build -o $(BIN)/testreport ./internal/tools/testreport
-	@set -o pipefail; CVM_TEST_BUILTIN_LAUNCH=1 $(GO) test -json -count=1 -timeout 30m ./vmm/vmtest/ ./launcher/ ./launcher/builtintest/ ./launcher/shim/vmtest/ ./guest-agent/dmcrypt/ 2>&1 | $(BIN)/testreport
+	@set -o pipefail; $(GO) test -json -count=1 -timeout 30m ./vmm/vmtest/ ./launcher/ ./launcher/builtintest/ ./launcher/shim/vmtest/ ./launcher/shim/builtintest/ ./guest-agent/dmcrypt/ 2>&1 | $(BIN)/testreport
 
 ## bench: side-by-side ratios: verification vs signature bound, measurement vs hash bound, broker releases, launch split (build/boot/attest/unlock), our VMM vs QEMU microvm (boot, memory), disk encryption vs raw XTS
 bench: test-inputs

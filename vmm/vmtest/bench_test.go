@@ -86,7 +86,7 @@ func BenchmarkBoot(b *testing.B) {
 		}
 		log := hostLog(b)
 		ctx, cancel := context.WithTimeout(context.Background(), limit)
-		out, err := testhost.BootHost(ctx, testhost.BootOptions{QEMU: e.qemu, Kernel: k.Image, Initrd: p, Memory: "2G", Log: log})
+		out, err := testhost.BootHost(ctx, testhost.BootOptions{QEMU: e.qemu, Kernel: k.Image, Initrd: p, Memory: "2G", Log: log, Unfreeze: true})
 		cancel()
 		if err != nil {
 			b.Logf("test host console (last lines):\n%s", tail(log.String(), 100))

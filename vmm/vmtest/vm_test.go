@@ -175,7 +175,7 @@ func TestGuests(t *testing.T) {
 		}
 		log := hostLog(t)
 		var runs []testhost.TestRun
-		reps, runs, err = testhost.Boot(ctx, testhost.BootOptions{QEMU: qemu, Kernel: kernels[0].Image, Initrd: irdPath, Log: log})
+		reps, runs, err = testhost.Boot(ctx, testhost.BootOptions{QEMU: qemu, Kernel: kernels[0].Image, Initrd: irdPath, Log: log, Unfreeze: true})
 		if err != nil || failed(reps) {
 			t.Logf("test host console (last lines):\n%s", tail(log.String(), 300))
 		}

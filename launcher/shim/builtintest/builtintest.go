@@ -22,7 +22,7 @@
 // losing a timer interrupt's wakeup at a nested boot, see
 // docs/testing.md) is logged with QEMU's view of it and revived.
 //
-// Run it with `CVM_TEST_BUILTIN_LAUNCH=1 go test ./launcher/shim/builtintest
+// Run it with `go test ./launcher/shim/builtintest
 // -run TestBuiltinShim -v -timeout 40m` (-builtintest.log FILE keeps the test host's
 // console). It needs qemu-system-x86_64, mkfs.ext4, the Debian 13 kernel
 // with its module tree (`make test-inputs`) and containerd 2.4 with ctr and

@@ -53,13 +53,6 @@ func TestBuiltinShim(t *testing.T) {
 	if testing.Short() {
 		t.Skip("tier vm: -short")
 	}
-	// Nested boots in the test host sometimes freeze it (QEMU 7.2 TCG
-	// loses a timer interrupt's wakeup; docs/testing.md); BootHost's
-	// Unfreeze revives it, but each costs minutes, and the test takes
-	// several anyway: it runs in `make test-vm`, as launcher/builtintest.
-	if os.Getenv("CVM_TEST_BUILTIN_LAUNCH") != "1" {
-		t.Skip("tier vm: runs in `make test-vm` (CVM_TEST_BUILTIN_LAUNCH=1): minutes of nested TCG boots, and the test host's intermittent freeze (docs/testing.md)")
-	}
 	root, err := testhost.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
