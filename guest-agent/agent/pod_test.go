@@ -91,8 +91,14 @@ func newPodWorld(t *testing.T, tee attestation.TEE, measurementOK bool, edit ...
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go a.Serve(ctx, guest.Listener(link.KindTTRPC))
+	// Serve may still log (a Shutdown's power-off) after the test's last
+	// call: the test ends only once Serve has returned.
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		a.Serve(ctx, guest.Listener(link.KindTTRPC))
+	}()
+	t.Cleanup(func() { cancel(); <-served })
 	conn, err := host.Open(link.KindTTRPC)
 	if err != nil {
 		t.Fatal(err)
