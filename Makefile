@@ -61,7 +61,7 @@ test-vm: deps test-inputs containerd-tools
 ## bench: side-by-side ratios: verification vs signature bound, measurement vs hash bound, broker releases, launch split (build/boot/attest/unlock), our VMM vs QEMU microvm (boot, memory), disk encryption vs raw XTS
 bench: test-inputs
 	@$(GO) build -o $(BIN)/benchratio ./internal/tools/benchratio
-	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./... 2>&1 | $(BIN)/benchratio
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... 2>&1 | $(BIN)/benchratio
 
 ## fuzz: run every fuzz target for FUZZTIME (default 10s) each
 fuzz:
