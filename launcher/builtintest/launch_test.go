@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -213,15 +212,7 @@ func TestBuiltinLaunch(t *testing.T) {
 	t.Logf("test host initramfs: %d MiB", len(ird)>>20)
 	files, ird = nil, nil
 
-	log := &console{}
-	if *logPath != "" {
-		f, err := os.Create(*logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		log.tee = f
-	}
+	log := testhost.NewConsole(t, *logPath)
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	_, bootErr := testhost.BootHost(ctx, testhost.BootOptions{QEMU: qemu, Kernel: k.Image, Initrd: irdPath, Log: log,
@@ -236,7 +227,7 @@ func TestBuiltinLaunch(t *testing.T) {
 		t.Error(bootErr)
 	}
 	if bootErr != nil || perr != nil || t.Failed() {
-		t.Logf("test host console (last lines):\n%s", tail(log.String(), 300))
+		t.Logf("test host console (last lines):\n%s", log.Tail(300))
 	}
 
 	for _, tc := range []struct {
@@ -290,34 +281,4 @@ func parse(console string) (map[string]Result, error) {
 		res[r.Name] = r
 	}
 	return res, s.Err()
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
-}
-
-// console collects the test host's console (and copies it to tee, if set).
-type console struct {
-	mu  sync.Mutex
-	b   strings.Builder
-	tee *os.File
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.tee != nil {
-		c.tee.Write(p)
-	}
-	return c.b.Write(p)
-}
-
-func (c *console) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
 }

@@ -18,13 +18,12 @@ const MaxConsoleLog = 8 << 20
 // never fails a write, so the console never stalls the guest: after an
 // I/O error it drops the rest.
 type consoleLog struct {
-	mu      sync.Mutex
-	path    string
-	max     int64
-	f       *os.File
-	n       int64 // bytes in f
-	err     error // first I/O error; writes are dropped after it
-	rotated bool
+	mu   sync.Mutex
+	path string
+	max  int64
+	f    *os.File
+	n    int64 // bytes in f
+	err  error // first I/O error; writes are dropped after it
 }
 
 // openConsoleLog creates (truncates) the console log at path.
@@ -73,7 +72,7 @@ func (c *consoleLog) rotate() {
 		c.err = err
 		return
 	}
-	c.f, c.n, c.rotated = f, 0, true
+	c.f, c.n = f, 0
 	w, _ := fmt.Fprintf(f, "[cvm: the console reached %d bytes; the output before this line is in %s.1, older output is discarded]\n", c.max, c.path)
 	c.n += int64(w)
 }

@@ -90,12 +90,12 @@ func BenchmarkBoot(b *testing.B) {
 		if err := os.WriteFile(p, hird, 0o644); err != nil {
 			b.Fatal(err)
 		}
-		log := hostLog(b)
+		log := testhost.NewConsole(b, *logPath)
 		ctx, cancel := context.WithTimeout(context.Background(), benchLimit)
 		out, err := testhost.BootHost(ctx, testhost.BootOptions{QEMU: e.qemu, Kernel: k.Image, Initrd: p, Memory: "2G", Log: log, Unfreeze: true})
 		cancel()
 		if err != nil {
-			b.Logf("test host console (last lines):\n%s", tail(log.String(), 100))
+			b.Logf("test host console (last lines):\n%s", log.Tail(100))
 			b.Fatal(err)
 		}
 		timings = out.Timings

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,20 +71,6 @@ func (e *env) build(tb testing.TB, pkg string) string {
 	return out
 }
 
-// hostLog collects the test host's console, also into -vmtest.log.
-func hostLog(tb testing.TB) *lockedBuilder {
-	log := &lockedBuilder{}
-	if *logPath != "" {
-		f, err := os.Create(*logPath)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { f.Close() })
-		log.tee = f
-	}
-	return log
-}
-
 // TestGuests boots each Debian cloud kernel with the builtin VMM and
 // checks, one subtest per check, what its test initramfs reports. In the
 // test host it also runs the kvm tier of vmm/kvm and vmm.
@@ -134,7 +119,7 @@ func TestGuests(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(r.Failed()) > 0 {
-				t.Logf("%s console:\n%s", g.Name, tail(console.String(), 200))
+				t.Logf("%s console:\n%s", g.Name, testhost.Tail(console.String(), 200))
 			}
 			reps = append(reps, r)
 		}
@@ -173,11 +158,11 @@ func TestGuests(t *testing.T) {
 		if err := os.WriteFile(irdPath, ird, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		log := hostLog(t)
+		log := testhost.NewConsole(t, *logPath)
 		var runs []testhost.TestRun
 		reps, runs, err = testhost.Boot(ctx, testhost.BootOptions{QEMU: qemu, Kernel: kernels[0].Image, Initrd: irdPath, Log: log, Unfreeze: true})
 		if err != nil || failed(reps) {
-			t.Logf("test host console (last lines):\n%s", tail(log.String(), 300))
+			t.Logf("test host console (last lines):\n%s", log.Tail(300))
 		}
 		if err != nil {
 			t.Error(err)
@@ -225,34 +210,4 @@ func failed(reps []*testhost.Report) bool {
 		}
 	}
 	return false
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
-}
-
-// lockedBuilder collects the console (and copies it to tee, if set).
-type lockedBuilder struct {
-	mu  sync.Mutex
-	b   strings.Builder
-	tee *os.File
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.tee != nil {
-		l.tee.Write(p)
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -16,35 +16,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/greatjail/cvm/internal/testhost"
+	"github.com/greatjail/cvm/internal/testhost/hostproc"
 	"github.com/greatjail/cvm/internal/testhost/wire"
 )
 
-var mu sync.Mutex // serialises console lines
+// say prints a result line for the outer test.
+var say = hostproc.Say
 
-func say(format string, a ...any) {
-	mu.Lock()
-	defer mu.Unlock()
-	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
-}
-
-func main() {
-	say("up")
-	err := run()
-	if err != nil {
-		say("fail %v", err)
-	}
-	say("done")
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("fail poweroff: %v", err)
-	}
-	select {}
-}
+func main() { hostproc.Main(run) }
 
 func run() error {
 	for _, m := range []struct{ src, dir, fs string }{
@@ -93,7 +76,7 @@ func run() error {
 		}
 		say("start %s", g.Name)
 		rep, err := testhost.Check(context.Background(), testhost.CheckOptions{
-			VMM: cfg.VMM, Guest: g, Dir: dir, Console: &prefixed{prefix: "L2 " + g.Name + "| "},
+			VMM: cfg.VMM, Guest: g, Dir: dir, Console: hostproc.Prefixed("L2 " + g.Name + "| "),
 		})
 		if err != nil {
 			say("fail %s: %v", g.Name, err)
@@ -111,7 +94,7 @@ func run() error {
 
 // bench times one boot and prints it as a "timing" line.
 func bench(name string, argv []string, g testhost.GuestConfig) {
-	t, err := testhost.TimeBoot(context.Background(), name, argv, &prefixed{prefix: "B " + name + " " + g.Name + "| "})
+	t, err := testhost.TimeBoot(context.Background(), name, argv, hostproc.Prefixed("B "+name+" "+g.Name+"| "))
 	if err != nil {
 		say("fail bench %s %s: %v", name, g.Name, err)
 		return
@@ -127,9 +110,11 @@ func runTest(bin string) {
 	var out strings.Builder
 	cmd := exec.Command(bin, "-test.v", "-test.count=1", "-test.timeout=5m")
 	cmd.Dir = "/tmp"
-	cmd.Stdout = io.MultiWriter(&out, &prefixed{prefix: "T " + name + "| "})
+	tw := hostproc.Prefixed("T " + name + "| ")
+	cmd.Stdout = io.MultiWriter(&out, tw)
 	cmd.Stderr = cmd.Stdout
 	err := cmd.Run()
+	tw.Flush()
 	var summary []string
 	for _, l := range strings.Split(out.String(), "\n") {
 		if t := strings.TrimSpace(l); strings.HasPrefix(t, "--- ") {
@@ -153,18 +138,4 @@ func load(path string) error {
 		return err
 	}
 	return nil
-}
-
-// prefixed writes each line it is given to stdout behind a prefix.
-type prefixed struct{ prefix string }
-
-func (p *prefixed) Write(b []byte) (int, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	for _, l := range strings.SplitAfter(string(b), "\n") {
-		if l != "" {
-			io.WriteString(os.Stdout, p.prefix+l)
-		}
-	}
-	return len(b), nil
 }

@@ -19,36 +19,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/greatjail/cvm/internal/testhost/hostproc"
 	"github.com/greatjail/cvm/internal/testhost/wire"
 	"github.com/greatjail/cvm/launcher/builtintest"
 )
 
-var mu sync.Mutex // serialises console lines
+// say prints a result line for the outer test.
+var say = hostproc.Say
 
-func say(format string, a ...any) {
-	mu.Lock()
-	defer mu.Unlock()
-	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
-}
-
-func main() {
-	say("up")
-	if err := run(); err != nil {
-		say("fail %v", err)
-	}
-	say("done")
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("fail poweroff: %v", err)
-	}
-	select {}
-}
+func main() { hostproc.Main(run) }
 
 // Bounds on hangs (TCG nested guests are slow; these bound a hang, not a
 // speed).
@@ -94,7 +78,7 @@ func run() error {
 
 	broker := exec.Command(cfg.Broker[0], cfg.Broker[1:]...)
 	broker.Env = env
-	broker.Stdout, broker.Stderr = &prefixed{prefix: "KBS| "}, &prefixed{prefix: "KBS| "}
+	broker.Stdout, broker.Stderr = hostproc.Prefixed("KBS| "), hostproc.Prefixed("KBS| ")
 	if err := broker.Start(); err != nil {
 		return fmt.Errorf("start the broker %s: %w", cfg.Broker[0], err)
 	}
@@ -151,10 +135,12 @@ func launch(env []string, c builtintest.Case) builtintest.Result {
 	defer cancel()
 	cmd := command(ctx, env, c.Argv)
 	var so, se bytes.Buffer
-	cmd.Stdout = io.MultiWriter(&so, &prefixed{prefix: "L " + c.Name + " out| "})
-	cmd.Stderr = io.MultiWriter(&se, &prefixed{prefix: "L " + c.Name + " err| "})
+	outw, errw := hostproc.Prefixed("L "+c.Name+" out| "), hostproc.Prefixed("L "+c.Name+" err| ")
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(&so, outw), io.MultiWriter(&se, errw)
 	start := time.Now()
 	err := cmd.Run()
+	outw.Flush()
+	errw.Flush()
 	r := builtintest.Result{Name: c.Name, ExitCode: -1, Seconds: time.Since(start).Seconds()}
 	var ee *exec.ExitError
 	switch {
@@ -169,7 +155,9 @@ func launch(env []string, c builtintest.Case) builtintest.Result {
 	if c.StateDir != "" {
 		for _, f := range []string{"console.log", "agent.log", "engine.log"} {
 			if b, err := os.ReadFile(filepath.Join(c.StateDir, f)); err == nil {
-				(&prefixed{prefix: "S " + c.Name + " " + f + "| "}).Write(b)
+				w := hostproc.Prefixed("S " + c.Name + " " + f + "| ")
+				w.Write(b)
+				w.Flush()
 			}
 		}
 	}
@@ -215,21 +203,4 @@ func load(path string) error {
 		return err
 	}
 	return nil
-}
-
-// prefixed writes each line it is given to stdout behind a prefix.
-type prefixed struct{ prefix string }
-
-func (p *prefixed) Write(b []byte) (int, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	for _, l := range strings.SplitAfter(string(b), "\n") {
-		if l != "" {
-			if !strings.HasSuffix(l, "\n") {
-				l += "\n"
-			}
-			io.WriteString(os.Stdout, p.prefix+l)
-		}
-	}
-	return len(b), nil
 }

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -168,15 +167,7 @@ func TestBuiltinShim(t *testing.T) {
 	t.Logf("test host initramfs: %d MiB", len(ird)>>20)
 	files, ird = nil, nil
 
-	log := &console{}
-	if *logPath != "" {
-		f, err := os.Create(*logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		log.tee = f
-	}
+	log := testhost.NewConsole(t, *logPath)
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	start := time.Now()
@@ -229,7 +220,7 @@ func TestBuiltinShim(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("test host console (last lines):\n%s", tail(log.String(), 300))
+		t.Logf("test host console (last lines):\n%s", log.Tail(300))
 	}
 }
 
@@ -272,34 +263,4 @@ func parse(console string) (verdicts, outputs map[string]string) {
 		outputs[k] = v.String()
 	}
 	return verdicts, outputs
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
-}
-
-// console collects the test host's console (and copies it to tee, if set).
-type console struct {
-	mu  sync.Mutex
-	b   strings.Builder
-	tee *os.File
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.tee != nil {
-		c.tee.Write(p)
-	}
-	return c.b.Write(p)
-}
-
-func (c *console) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/greatjail/cvm/internal/ctrtest"
-	"github.com/greatjail/cvm/launcher/engine"
-	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
 // BenchmarkRuntime runs `ctr run --rm IMAGE ID /bin/prog echo …` under one
@@ -21,18 +19,7 @@ import (
 // of `ctr run` to the container's first output byte. internal/tools/benchratio
 // prints them as a table with the cvm/runc ratio.
 func BenchmarkRuntime(b *testing.B) {
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		b.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		b.Skipf("%v: install e2fsprogs", err)
-	}
-	k := testKernel(b)
-	tc := ctrtest.FindToolchain(b, "24")
-	bin := b.TempDir()
-	goBuild(b, filepath.Join(bin, "cvm-agent"), "github.com/greatjail/cvm/cmd/cvm-agent")
-	goBuild(b, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
-	prog := ctrtest.BuildProg(b, b.TempDir())
+	k, tc, bin, prog := shippedShim(b)
 	d := ctrtest.Start(b, tc, ctrtest.Config{PathDirs: []string{bin}, Env: []string{"CVM_KERNEL=" + k.Path}})
 	img := filepath.Join(d.Dir, "prog.tar")
 	const image = "localhost/cvm-test/prog:1"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,9 +18,7 @@ import (
 	"github.com/greatjail/cvm/internal/ctrtest"
 	"github.com/greatjail/cvm/kbs/kbscmd"
 	"github.com/greatjail/cvm/launcher"
-	"github.com/greatjail/cvm/launcher/engine"
 	"github.com/greatjail/cvm/launcher/shim"
-	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
 // broker is a real key broker, in process, that trusts a simulated TEE.
@@ -94,22 +91,8 @@ func startBroker(t *testing.T) *broker {
 // measurement the broker does not know (another vCPU count, so another
 // plan) is refused at Create, and its container never runs.
 func TestConfidentialPodInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots microVMs; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
-	k := testKernel(t)
-	tc := ctrtest.FindToolchain(t, "24")
-	bin := t.TempDir()
+	k, tc, bin, prog := shippedShim(t)
 	agent := filepath.Join(bin, "cvm-agent")
-	goBuild(t, agent, "github.com/greatjail/cvm/cmd/cvm-agent")
-	goBuild(t, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
-	prog := ctrtest.BuildProg(t, t.TempDir())
 	b := startBroker(t)
 
 	const resource = "pods/attested"

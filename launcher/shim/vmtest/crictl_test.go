@@ -3,7 +3,6 @@ package vmtest
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,30 +10,14 @@ import (
 	"time"
 
 	"github.com/greatjail/cvm/internal/ctrtest"
-	"github.com/greatjail/cvm/launcher/engine"
-	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
 // TestCrictlInVM: a CRI pod on the shipped shim under containerd 2.4: the
 // pause container boots the microVM, two app containers arrive after it
 // (hot-plugged root disks); logs, exec, stop, remove, and nothing left.
 func TestCrictlInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a microVM; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
-	k := testKernel(t)
-	tc := ctrtest.FindToolchain(t, "24")
+	k, tc, bin, prog := shippedShim(t)
 	crictl := ctrtest.FindCrictl(t)
-	bin := t.TempDir()
-	goBuild(t, filepath.Join(bin, "cvm-agent"), "github.com/greatjail/cvm/cmd/cvm-agent")
-	goBuild(t, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
-	prog := ctrtest.BuildProg(t, t.TempDir())
 	const (
 		image = "localhost/cvm-test/prog:1"
 		pause = "localhost/cvm-test/pause:1"

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	"github.com/greatjail/cvm/internal/ctrtest"
 	"github.com/greatjail/cvm/launcher/engine"
 	"github.com/greatjail/cvm/launcher/shim"
-	"github.com/greatjail/cvm/launcher/shim/rootimage"
 	agentv1 "github.com/greatjail/cvm/proto/cvm/agent/v1"
 )
 
@@ -27,15 +25,7 @@ import (
 // by the agent by serial; a removed container's disk is unplugged and its
 // slot reused.
 func TestHotplugInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a microVM; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
+	needVMs(t)
 	k := testKernel(t)
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "cvm-agent")

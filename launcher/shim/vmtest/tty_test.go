@@ -15,8 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/greatjail/cvm/internal/ctrtest"
-	"github.com/greatjail/cvm/launcher/engine"
-	"github.com/greatjail/cvm/launcher/shim/rootimage"
 )
 
 // testPty allocates a pseudo-terminal for a command the test runs: the
@@ -199,21 +197,7 @@ func (c *ttyCtr) end() {
 // resize of it, echo and read what is typed, and read end of input from
 // ^D.
 func TestCtrRunTerminalInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a microVM; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
-	k := testKernel(t)
-	tc := ctrtest.FindToolchain(t, "24")
-	bin := t.TempDir()
-	goBuild(t, filepath.Join(bin, "cvm-agent"), "github.com/greatjail/cvm/cmd/cvm-agent")
-	goBuild(t, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
-	prog := ctrtest.BuildProg(t, t.TempDir())
+	k, tc, bin, prog := shippedShim(t)
 	crictl := ctrtest.FindCrictl(t)
 	const (
 		image = "localhost/cvm-test/prog:1"

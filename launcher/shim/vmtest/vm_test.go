@@ -51,6 +51,35 @@ func testKernel(t testing.TB) *kernel.Kernel {
 	return nil
 }
 
+// needVMs skips tb unless microVMs can boot here: not in -short, with
+// QEMU and mkfs.ext4 (the root images).
+func needVMs(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("boots microVMs; not in -short")
+	}
+	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
+		tb.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
+	}
+	if err := rootimage.Available(rootimage.EXT4); err != nil {
+		tb.Skipf("%v: install e2fsprogs", err)
+	}
+}
+
+// shippedShim is needVMs, then the kernel, containerd 2.4's toolchain, a
+// directory for containerd's PATH holding the shipped cvm-agent and
+// containerd-shim-cvm-v2, and the test program.
+func shippedShim(tb testing.TB) (k *kernel.Kernel, tc ctrtest.Toolchain, bin, prog string) {
+	tb.Helper()
+	needVMs(tb)
+	k = testKernel(tb)
+	tc = ctrtest.FindToolchain(tb, "24")
+	bin = tb.TempDir()
+	goBuild(tb, filepath.Join(bin, "cvm-agent"), "github.com/greatjail/cvm/cmd/cvm-agent")
+	goBuild(tb, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
+	return k, tc, bin, ctrtest.BuildProg(tb, tb.TempDir())
+}
+
 func goBuild(t testing.TB, out, pkg string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
@@ -64,15 +93,7 @@ func goBuild(t testing.TB, out, pkg string) {
 // file system image and runs processes from it through the Containers
 // service over the link: output, exit codes, the writable layer, exec.
 func TestContainersInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a microVM; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
+	needVMs(t)
 	k := testKernel(t)
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "cvm-agent")
@@ -234,21 +255,7 @@ func TestContainersInVM(t *testing.T) {
 // code. The kernel and agent are given as an installation would place
 // them: CVM_KERNEL and CVM_AGENT stand in for PREFIX/share/cvm.
 func TestCtrRunInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots microVMs; not in -short")
-	}
-	if _, err := exec.LookPath(engine.QEMUBinary); err != nil {
-		t.Skipf("needs %s (Debian qemu-system-x86)", engine.QEMUBinary)
-	}
-	if err := rootimage.Available(rootimage.EXT4); err != nil {
-		t.Skipf("%v: install e2fsprogs", err)
-	}
-	k := testKernel(t)
-	tc := ctrtest.FindToolchain(t, "24")
-	bin := t.TempDir()
-	goBuild(t, filepath.Join(bin, "cvm-agent"), "github.com/greatjail/cvm/cmd/cvm-agent")
-	goBuild(t, filepath.Join(bin, "containerd-shim-cvm-v2"), "github.com/greatjail/cvm/cmd/containerd-shim-cvm-v2")
-	prog := ctrtest.BuildProg(t, t.TempDir())
+	k, tc, bin, prog := shippedShim(t)
 	d := ctrtest.Start(t, tc, ctrtest.Config{
 		PathDirs: []string{bin},
 		Env:      []string{"CVM_KERNEL=" + k.Path},

@@ -18,36 +18,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/greatjail/cvm/internal/testhost"
+	"github.com/greatjail/cvm/internal/testhost/hostproc"
 	"github.com/greatjail/cvm/internal/testhost/wire"
 	"github.com/greatjail/cvm/launcher/shim/builtintest"
 )
 
-var mu sync.Mutex // serialises console lines
+// say prints a result line for the outer test.
+var say = hostproc.Say
 
-func say(format string, a ...any) {
-	mu.Lock()
-	defer mu.Unlock()
-	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
-}
-
-func main() {
-	say("up")
-	if err := run(); err != nil {
-		say("fail %v", err)
-	}
-	say("done")
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("fail poweroff: %v", err)
-	}
-	select {}
-}
+func main() { hostproc.Main(run) }
 
 func run() error {
 	for _, m := range []struct{ src, dir, fs string }{
@@ -104,15 +88,13 @@ func runTest(cfg builtintest.InitConfig) testhost.TestRun {
 	cmd := exec.Command(cfg.Test, cfg.Args...)
 	cmd.Env = cfg.Env
 	cmd.Dir = "/tmp"
-	pw := &prefixed{prefix: "T| "}
+	pw := hostproc.Prefixed("T| ")
 	cmd.Stdout = io.MultiWriter(&out, pw)
 	cmd.Stderr = cmd.Stdout
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	err := cmd.Run()
-	if pw.part != "" { // the copying goroutine has ended
-		pw.Write([]byte("\n"))
-	}
+	pw.Flush() // the copying goroutine has ended
 	say("ran %s for %.1fs: %v", filepath.Base(cfg.Test), time.Since(start).Seconds(), err)
 	var summary []string
 	for _, l := range strings.Split(out.String(), "\n") {
@@ -161,29 +143,4 @@ func load(path, params string) error {
 		return err
 	}
 	return nil
-}
-
-// prefixed writes each whole line it is given to stdout behind a prefix,
-// keeping a partial line until its end arrives. One goroutine writes to it
-// (exec copies the shared stdout and stderr pipe on one).
-type prefixed struct {
-	prefix string
-	part   string
-}
-
-func (p *prefixed) Write(b []byte) (int, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	s := p.part + string(b)
-	i := strings.LastIndexByte(s, '\n')
-	p.part = s[i+1:]
-	if i < 0 {
-		return len(b), nil
-	}
-	for _, l := range strings.SplitAfter(s[:i+1], "\n") {
-		if l != "" {
-			io.WriteString(os.Stdout, p.prefix+l)
-		}
-	}
-	return len(b), nil
 }

@@ -1,0 +1,76 @@
+// Package hostproc is what every /init of the QEMU test host shares
+// (internal/testhost/hostinit, launcher/builtintest/launchinit,
+// launcher/shim/builtintest/ctrinit): result lines for the outer test on
+// the console, and the run-then-power-off frame around the init's work.
+package hostproc
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/greatjail/cvm/internal/testhost/wire"
+)
+
+var mu sync.Mutex // serialises console lines
+
+// Say prints one wire.HostPrefix line on the console for the outer test.
+func Say(format string, a ...any) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(os.Stdout, wire.HostPrefix+format+"\n", a...)
+}
+
+// Main says "up", runs run, says "fail ERR" if it failed, then "done",
+// and powers the test host off; it does not return.
+func Main(run func() error) {
+	Say("up")
+	if err := run(); err != nil {
+		Say("fail %v", err)
+	}
+	Say("done")
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		Say("fail poweroff: %v", err)
+	}
+	select {}
+}
+
+// LineWriter writes each complete line it is given to the console behind
+// a prefix, whole (never interleaved with another writer's or Say's
+// lines); a partial line waits for its end or Flush.
+type LineWriter struct {
+	prefix string
+	part   string // guarded by mu
+}
+
+// Prefixed returns a LineWriter with prefix.
+func Prefixed(prefix string) *LineWriter { return &LineWriter{prefix: prefix} }
+
+func (w *LineWriter) Write(b []byte) (int, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	s := w.part + string(b)
+	i := strings.LastIndexByte(s, '\n')
+	w.part = s[i+1:]
+	for _, l := range strings.SplitAfter(s[:i+1], "\n") {
+		if l != "" {
+			io.WriteString(os.Stdout, w.prefix+l)
+		}
+	}
+	return len(b), nil
+}
+
+// Flush writes a pending partial line, ended with a newline.
+func (w *LineWriter) Flush() {
+	mu.Lock()
+	defer mu.Unlock()
+	if w.part != "" {
+		io.WriteString(os.Stdout, w.prefix+w.part+"\n")
+		w.part = ""
+	}
+}
