@@ -2,6 +2,7 @@ package testhost
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -79,5 +80,34 @@ func TestModules(t *testing.T) {
 	k.Modules = t.TempDir()
 	if _, err := Modules(k, "virtio_blk"); err == nil {
 		t.Error("Modules in an empty tree: no error")
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	killed := errors.New("signal: killed")
+	for _, tc := range []struct {
+		name    string
+		fails   []string
+		done    bool
+		stopped bool // by the power-off timer, after "done"
+		werr    error
+		want    string // "" for success, else a part of the error
+	}{
+		{name: "clean power-off", done: true},
+		{name: "stopped after done", done: true, stopped: true, werr: killed},
+		{name: "fail line", fails: []string{"case x"}, done: true, want: "test host failed: case x"},
+		{name: "fail line, then stopped", fails: []string{"case x"}, done: true, stopped: true, werr: killed, want: "case x"},
+		{name: "no done", werr: killed, want: "ended before its /init finished"},
+		{name: "qemu failed after done", done: true, werr: errors.New("exit status 1"), want: "qemu: exit status 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := verdict(tc.fails, tc.done, tc.stopped, tc.werr, "")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("verdict = %v, want success", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("verdict = %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }
