@@ -125,10 +125,12 @@ func startAndWait(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 // Rootfs says where a container's root file system comes from: Device (a
 // block device holding an FSType image, mounted read-only under a writable
 // overlay layer), Serial (the same, the block device named by its serial:
-// a disk hot-plugged after boot) or Directory.
+// a disk hot-plugged after boot; with Size, the exact size in bytes the
+// disk must show) or Directory.
 type Rootfs struct {
 	Device    string
 	Serial    string
+	Size      uint64
 	FSType    string
 	Directory string
 }

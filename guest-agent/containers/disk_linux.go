@@ -17,14 +17,20 @@ const MaxSerial = 20
 
 // FindDisk returns the name (e.g. "vdb") of the block device in sysBlock
 // (normally /sys/block) whose serial file holds serial and whose size file
-// holds a positive sector count, or "" if none does yet. A disk of size 0
-// is not there yet: the builtin VMM's hot-plug slots are virtio-blk
+// holds a positive sector count, exactly size bytes unless size is 0, or
+// "" if none does yet. The builtin VMM's hot-plug slots are virtio-blk
 // devices whose medium is swapped in, and the guest may read the new
 // serial (GET_ID, asked on every read) before it has processed the
-// configuration change that brings the new capacity.
-func FindDisk(sysBlock, serial string) (string, error) {
+// configuration change that brings the new capacity: until then the
+// device shows 0 sectors (an emptied slot) or, if the slot was emptied
+// and refilled before the guest looked, the previous disk's capacity,
+// which only size tells apart.
+func FindDisk(sysBlock, serial string, size uint64) (string, error) {
 	if err := validSerial(serial); err != nil {
 		return "", err
+	}
+	if size%512 != 0 {
+		return "", fmt.Errorf("%w: disk serial %q: size %d is not a whole number of 512-byte sectors", ErrInvalid, serial, size)
 	}
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -35,22 +41,28 @@ func FindDisk(sysBlock, serial string) (string, error) {
 		if err != nil {
 			continue // no serial (not virtio-blk), or gone
 		}
-		if strings.TrimRight(string(b), "\n\x00 ") == serial && hasSectors(filepath.Join(sysBlock, e.Name(), "size")) {
+		if strings.TrimRight(string(b), "\n\x00 ") != serial {
+			continue
+		}
+		if n := sectors(filepath.Join(sysBlock, e.Name(), "size")); n > 0 && (size == 0 || n == size/512) {
 			return e.Name(), nil
 		}
 	}
 	return "", nil
 }
 
-// hasSectors reports whether the sysfs size file at path holds a sector
-// count above zero.
-func hasSectors(path string) bool {
+// sectors returns the sector count in the sysfs size file at path, or 0
+// if it cannot be read.
+func sectors(path string) uint64 {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return false
+		return 0
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	return err == nil && n > 0
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // blkFlsBuf is BLKFLSBUF (linux/fs.h: _IO(0x12, 97)), which golang.org/x/sys
@@ -94,12 +106,13 @@ func validSerial(s string) error {
 	return nil
 }
 
-// waitDisk waits (up to m.diskWait) for the disk with serial and its
-// device node, and returns the node's path.
-func (m *Manager) waitDisk(ctx context.Context, serial string) (string, error) {
+// waitDisk waits (up to m.diskWait) for the disk with serial (and size,
+// unless 0: see FindDisk) and its device node, and returns the node's
+// path.
+func (m *Manager) waitDisk(ctx context.Context, serial string, size uint64) (string, error) {
 	deadline := time.Now().Add(m.diskWait)
 	for {
-		name, err := FindDisk(m.sysBlock, serial)
+		name, err := FindDisk(m.sysBlock, serial, size)
 		if err != nil {
 			return "", err
 		}
@@ -110,7 +123,11 @@ func (m *Manager) waitDisk(ctx context.Context, serial string) (string, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%w: no disk with serial %q in %s after %v", ErrNotFound, serial, m.sysBlock, m.diskWait)
+			what := ""
+			if size > 0 {
+				what = fmt.Sprintf(" and %d bytes", size)
+			}
+			return "", fmt.Errorf("%w: no disk with serial %q%s in %s after %v", ErrNotFound, serial, what, m.sysBlock, m.diskWait)
 		}
 		select {
 		case <-ctx.Done():

@@ -33,6 +33,9 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 	if n != 1 {
 		return fmt.Errorf("%w: container %q needs exactly one of a rootfs device, disk serial or directory", ErrInvalid, id)
 	}
+	if rootfs.Size != 0 && rootfs.Serial == "" {
+		return fmt.Errorf("%w: container %q: a rootfs disk size is only meaningful with a disk serial", ErrInvalid, id)
+	}
 	c := &container{id: id, spec: spec, dir: filepath.Join(m.dir, id), procs: map[string]*process{}}
 	c.root = filepath.Join(c.dir, "rootfs")
 
@@ -58,7 +61,7 @@ func (m *Manager) Create(ctx context.Context, id string, ociSpec []byte, rootfs 
 		return fmt.Errorf("containers: %s: %w", c.root, err)
 	}
 	if rootfs.Serial != "" {
-		if rootfs.Device, err = m.waitDisk(ctx, rootfs.Serial); err != nil {
+		if rootfs.Device, err = m.waitDisk(ctx, rootfs.Serial, rootfs.Size); err != nil {
 			return fmt.Errorf("container %q: %w", id, err)
 		}
 		// A hot-plugged disk may sit in a device that held another

@@ -52,7 +52,7 @@ func (s *Service) Create(ctx context.Context, r *agentv1.CreateContainerRequest)
 	var rootfs Rootfs
 	switch src := r.GetRootfs().GetSource().(type) {
 	case *agentv1.ContainerRootfs_Block:
-		rootfs = Rootfs{Device: src.Block.GetDevice(), Serial: src.Block.GetSerial(), FSType: src.Block.GetFstype()}
+		rootfs = Rootfs{Device: src.Block.GetDevice(), Serial: src.Block.GetSerial(), Size: src.Block.GetSize(), FSType: src.Block.GetFstype()}
 	case *agentv1.ContainerRootfs_Directory:
 		rootfs = Rootfs{Directory: src.Directory}
 	}

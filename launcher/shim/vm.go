@@ -283,13 +283,21 @@ func (v *vmSandbox) Rootfs(ctx context.Context, id, dir string) (*agentv1.Contai
 		return nil, err
 	}
 	if v.h != nil {
+		fi, err := os.Stat(img)
+		if err != nil {
+			os.Remove(img)
+			return nil, fmt.Errorf("shim: pod %q: root disk of container %q: %w", v.pod, id, err)
+		}
 		serial, err := v.hp.add(ctx, id, img)
 		if err != nil {
 			os.Remove(img)
 			return nil, fmt.Errorf("shim: pod %q: hot-plug the root disk of container %q: %w", v.pod, id, err)
 		}
+		// The size lets the guest tell this disk from the one a reused
+		// slot held before (rootimage.Make pads to whole 4 KiB blocks,
+		// so both engines show exactly this many bytes).
 		return &agentv1.ContainerRootfs{Source: &agentv1.ContainerRootfs_Block{
-			Block: &agentv1.BlockRootfs{Serial: serial, Fstype: string(format)}}}, nil
+			Block: &agentv1.BlockRootfs{Serial: serial, Size: uint64(fi.Size()), Fstype: string(format)}}}, nil
 	}
 	if err := v.boot(ctx, img); err != nil {
 		os.Remove(img)

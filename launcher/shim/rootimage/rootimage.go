@@ -123,5 +123,31 @@ func Make(ctx context.Context, f Format, dir, out string) error {
 		os.Remove(out)
 		return fmt.Errorf("rootimage: %s of %s: %w: %s", cmd.Args[0], dir, err, b)
 	}
+	if err := padBlocks(out); err != nil {
+		os.Remove(out)
+		return err
+	}
+	return nil
+}
+
+// Block is the unit image sizes are padded to: a disk shows its image
+// whole, and exactly as many bytes as the file has, only if the file is
+// whole sectors (the builtin VMM rounds a disk down to 512-byte sectors,
+// QEMU up), and the guest checks a hot-plugged disk's size.
+const Block = 4096
+
+// padBlocks extends the file at path with zeros to a multiple of Block.
+// mkfs.ext4 writes whole blocks already; mkfs.erofs's last block may be
+// short.
+func padBlocks(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("rootimage: %w", err)
+	}
+	if r := fi.Size() % Block; r != 0 {
+		if err := os.Truncate(path, fi.Size()+Block-r); err != nil {
+			return fmt.Errorf("rootimage: pad %s to whole %d-byte blocks: %w", path, Block, err)
+		}
+	}
 	return nil
 }

@@ -55,6 +55,9 @@ func TestImageInGuestManager(t *testing.T) {
 			if err := Make(context.Background(), f, root, img); err != nil {
 				t.Fatal(err)
 			}
+			if fi, err := os.Stat(img); err != nil || fi.Size()%Block != 0 {
+				t.Fatalf("the %s image: %v, %v; want a size that is whole %d-byte blocks", f, fi.Size(), err, Block)
+			}
 			b, err := exec.Command("losetup", "--find", "--show", "--read-only", img).Output()
 			if err != nil {
 				t.Fatalf("losetup %s: %v", img, err)

@@ -240,7 +240,13 @@ type BlockRootfs struct {
 	// Instead of device: the disk's serial (virtio-blk, at most 20 bytes),
 	// for a disk hot-plugged after boot whose guest name the host cannot
 	// know. The guest waits for /sys/block/*/serial to show it.
-	Serial        string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	// With serial: the disk's size in bytes, a multiple of 512. The guest
+	// takes the disk with that serial only once its capacity is exactly
+	// this: a builtin-VMM hot-plug slot that held another disk may show the
+	// new serial before the guest has read the new capacity. 0: any
+	// capacity above zero.
+	Size          uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +300,13 @@ func (x *BlockRootfs) GetSerial() string {
 		return x.Serial
 	}
 	return ""
+}
+
+func (x *BlockRootfs) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 type CreateContainerResponse struct {
@@ -1445,11 +1458,12 @@ const file_cvm_agent_v1_containers_proto_rawDesc = "" +
 	"\x0fContainerRootfs\x121\n" +
 	"\x05block\x18\x01 \x01(\v2\x19.cvm.agent.v1.BlockRootfsH\x00R\x05block\x12\x1e\n" +
 	"\tdirectory\x18\x02 \x01(\tH\x00R\tdirectoryB\b\n" +
-	"\x06source\"U\n" +
+	"\x06source\"i\n" +
 	"\vBlockRootfs\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x19\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\"\x19\n" +
 	"\x17CreateContainerResponse\"\x81\x02\n" +
 	"\x13StartProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
