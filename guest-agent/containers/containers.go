@@ -143,6 +143,10 @@ type container struct {
 
 	// mounts are the mount points set up, in order; unmounted in reverse.
 	mounts []string
+	// pts is the container's own devpts instance (its spec mounts devpts
+	// at /dev/pts, as containerd's and CRI's specs do), or "": terminals
+	// come from it, so that they have a name in the container.
+	pts string
 
 	mu    sync.Mutex
 	procs map[string]*process // exec ID -> process; guarded by mu

@@ -243,6 +243,9 @@ func (c *container) mountSpec(m specs.Mount) error {
 				return err
 			}
 		}
+		if typ == "devpts" && filepath.Clean(m.Destination) == "/dev/pts" {
+			c.pts = dest
+		}
 	default:
 		return fmt.Errorf("%w: mount type %q at %s", ErrInvalid, typ, m.Destination)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -17,15 +18,23 @@ import (
 // 16-bit fields).
 const maxWinsize = 65535
 
-// ptmx is the multiplexer that allocates pseudo-terminals. In the guest
-// the agent mounts devtmpfs at /dev and devpts at /dev/pts
-// (guest-agent/initproc); /dev/ptmx allocates from that devpts.
-const ptmx = "/dev/ptmx"
+// agentPts is the devpts instance the agent allocates pseudo-terminals
+// from for a container without one of its own. In the guest the agent
+// mounts devtmpfs at /dev and devpts at /dev/pts (guest-agent/initproc);
+// /dev/ptmx allocates from that devpts.
+const agentPts = "/dev/pts"
 
-// openPty allocates a pseudo-terminal: its master (pollable, for the
-// agent) and its slave (for the process). Neither becomes the agent's
-// controlling terminal.
-func openPty() (master, slave *os.File, err error) {
+// openPty allocates a pseudo-terminal from the devpts instance mounted at
+// pts (its multiplexer pts/ptmx; "/dev/ptmx" for agentPts, which is the
+// same there and works where the host's pts/ptmx has mode 0): its master
+// (pollable, for the agent) and its slave (for the process). Neither
+// becomes the agent's controlling terminal. A slave from the container's
+// own instance is /dev/pts/N inside the container: ttyname works.
+func openPty(pts string) (master, slave *os.File, err error) {
+	ptmx := filepath.Join(pts, "ptmx")
+	if pts == agentPts {
+		ptmx = "/dev/ptmx"
+	}
 	master, err = os.OpenFile(ptmx, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("containers: open %s: %w", ptmx, err)
@@ -53,7 +62,7 @@ func openPty() (master, slave *os.File, err error) {
 			cerr = fmt.Errorf("TIOCGPTPEER: %v; TIOCGPTN: %w", errno, err)
 			return
 		}
-		name := "/dev/pts/" + strconv.Itoa(n)
+		name := filepath.Join(pts, strconv.Itoa(n))
 		if sfd, cerr = unix.Open(name, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); cerr != nil {
 			cerr = fmt.Errorf("open %s: %w", name, cerr)
 		}
@@ -187,7 +196,11 @@ func (c *container) startTerminal(p *process, stdio Stdio, cmd *exec.Cmd, parent
 	if err != nil {
 		return err
 	}
-	master, slave, err := openPty()
+	pts := c.pts
+	if pts == "" {
+		pts = agentPts
+	}
+	master, slave, err := openPty(pts)
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,12 @@ func TestTerminal(t *testing.T) {
 	root := rootDir(t)
 	m := newManager(t)
 	ctx := context.Background()
-	if err := m.Create(ctx, "c", mustJSON(t, testSpec("/bin/prog", "sleep", "100")), Rootfs{Directory: root}); err != nil {
+	// The container has its own devpts, as containerd's specs give it: the
+	// terminal is /dev/pts/0 of that instance, so it has a name inside.
+	spec := testSpec("/bin/prog", "sleep", "100")
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
+		Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}})
+	if err := m.Create(ctx, "c", mustJSON(t, spec), Rootfs{Directory: root}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Start(ctx, "c", "", nil, Stdio{}); err != nil {
@@ -97,7 +102,7 @@ func TestTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := readTranscript(r)
-	tr.expect(t, "tty 24 80\r\n")
+	tr.expect(t, "tty 24 80 /dev/pts/0\r\n")
 	if err := m.ResizePty("c", "t", 132, 43); err != nil {
 		t.Fatalf("ResizePty: %v", err)
 	}

@@ -87,7 +87,7 @@ func TestServiceTerminal(t *testing.T) {
 	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "tt"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("tty 25 80\r\n")
+	waitFor("tty 25 80 -\r\n") // no /proc, no devpts of its own: no name
 	if _, err := s.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "tt", Width: 100, Height: 40}); err != nil {
 		t.Fatalf("ResizePty: %v", err)
 	}

@@ -15,7 +15,8 @@
 //	prog ls DIR           print the names in DIR
 //	prog write FILE TEXT  write TEXT to FILE
 //	prog tty              check that stdin, stdout and stderr are the
-//	                      controlling terminal and print "tty ROWS COLS";
+//	                      controlling terminal and print "tty ROWS COLS
+//	                      NAME" (NAME: the terminal's path here, or "-");
 //	                      then for each line read print "line TEXT ROWS
 //	                      COLS" (the size now); at end of input print "eof"
 package main
@@ -122,11 +123,26 @@ func tty() {
 		check(err)
 		return fmt.Sprintf("%d %d", ws.Row, ws.Col)
 	}
-	fmt.Printf("tty %s\n", size())
+	fmt.Printf("tty %s %s\n", size(), ttyName())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		fmt.Printf("line %s %s\n", in.Text(), size())
 	}
 	check(in.Err())
 	fmt.Println("eof")
+}
+
+// ttyName is the path of the terminal on descriptor 0 as this process
+// sees it (what ttyname(3) finds), or "-" if that path does not lead to it
+// here: a terminal from a devpts instance outside the process's root.
+func ttyName() string {
+	p, err := os.Readlink("/proc/self/fd/0")
+	if err != nil {
+		return "-"
+	}
+	var fd0, named unix.Stat_t
+	if unix.Fstat(0, &fd0) != nil || unix.Stat(p, &named) != nil || fd0.Dev != named.Dev || fd0.Ino != named.Ino {
+		return "-"
+	}
+	return p
 }

@@ -215,8 +215,10 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 	ctr := filepath.Join(d.Bin, "ctr")
 
 	run := startTTY(t, d, 33, 111, ctr, d.CtrArgs("run", "-t", "--rm", "--runtime", "io.containerd.cvm.v2", image, "vm-tty", "/bin/prog", "tty")...)
-	if !run.scr.waitFor("tty ", 4*time.Minute) {
-		run.fail("the container's process never reported a terminal")
+	// containerd's spec gives the container its own devpts: the init's
+	// terminal is its /dev/pts/0, the exec's /dev/pts/1.
+	if !run.scr.waitFor("tty 33 111 /dev/pts/0", 4*time.Minute) {
+		run.fail("the container's process never reported its terminal /dev/pts/0")
 	}
 	run.typeUntil("a", "line a 33 111")
 	setSize(t, run.master, 40, 120)
@@ -224,8 +226,8 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 
 	// While the init process waits for input: an exec with its own terminal.
 	ex := startTTY(t, d, 20, 70, ctr, d.CtrArgs("task", "exec", "-t", "--exec-id", "e1", "vm-tty", "/bin/prog", "tty")...)
-	if !ex.scr.waitFor("tty ", 2*time.Minute) {
-		ex.fail("the exec process never reported a terminal")
+	if !ex.scr.waitFor("tty 20 70 /dev/pts/1", 2*time.Minute) {
+		ex.fail("the exec process never reported its terminal /dev/pts/1")
 	}
 	ex.typeUntil("x", "line x 20 70")
 	ex.end()
@@ -267,8 +269,8 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 		ep := "unix://" + d.Address
 		ex := startTTY(t, d, 25, 90, crictl, "--config", filepath.Join(d.Dir, "crictl.yaml"), "--runtime-endpoint", ep,
 			"--image-endpoint", ep, "exec", "-it", cid, "/bin/prog", "tty")
-		if !ex.scr.waitFor("tty ", 2*time.Minute) {
-			ex.fail("the exec process never reported a terminal")
+		if !ex.scr.waitFor("tty 25 90 /dev/pts/0", 2*time.Minute) {
+			ex.fail("the exec process never reported its terminal /dev/pts/0")
 		}
 		ex.typeUntil("k", "line k 25 90")
 		setSize(t, ex.master, 50, 160)
