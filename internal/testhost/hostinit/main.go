@@ -17,11 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/greatjail/cvm/internal/testhost"
 	"github.com/greatjail/cvm/internal/testhost/hostproc"
-	"github.com/greatjail/cvm/internal/testhost/wire"
 )
 
 // say prints a result line for the outer test.
@@ -30,26 +27,12 @@ var say = hostproc.Say
 func main() { hostproc.Main(run) }
 
 func run() error {
-	for _, m := range []struct{ src, dir, fs string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s: %w", m.dir, err)
-		}
-	}
-	list, err := os.ReadFile(wire.ModuleList)
-	if err != nil {
+	if err := hostproc.Mount(); err != nil {
 		return err
 	}
-	for _, name := range strings.Fields(string(list)) {
-		if err := load("/lib/modules/" + name + ".ko"); err != nil {
-			return fmt.Errorf("load module %s: %w", name, err)
-		}
+	if err := hostproc.LoadKVM(nil); err != nil {
+		return err
 	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
-	}
-	say("kvm ready")
 	b, err := os.ReadFile(testhost.HostConfigPath)
 	if err != nil {
 		return err
@@ -126,16 +109,4 @@ func runTest(bin string) {
 	}
 	j, _ := json.Marshal(testhost.TestRun{Name: name, OK: err == nil, Summary: strings.Join(summary, "\n")})
 	say("test %s", j)
-}
-
-func load(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
-		return err
-	}
-	return nil
 }

@@ -74,3 +74,54 @@ func (w *LineWriter) Flush() {
 		w.part = ""
 	}
 }
+
+// Mount mounts what every /init needs: proc, sysfs, devtmpfs and the
+// cgroup2 hierarchy (containerd's runc needs it; the others do not mind).
+// Already mounted is fine.
+func Mount() error {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2"},
+	} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	return nil
+}
+
+// LoadKVM loads the kernel modules wire.ModuleList names, in order (each
+// with params[name] as its parameters), checks that /dev/kvm exists, and
+// says "kvm ready".
+func LoadKVM(params map[string]string) error {
+	list, err := os.ReadFile(wire.ModuleList)
+	if err != nil {
+		return err
+	}
+	names := strings.Fields(string(list))
+	for _, name := range names {
+		if err := load("/lib/modules/"+name+".ko", params[name]); err != nil {
+			return fmt.Errorf("load module %s: %w", name, err)
+		}
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(names, ", "), err)
+	}
+	Say("kvm ready")
+	return nil
+}
+
+func load(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil && err != unix.EEXIST {
+		return err
+	}
+	return nil
+}

@@ -25,7 +25,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/greatjail/cvm/internal/testhost/hostproc"
-	"github.com/greatjail/cvm/internal/testhost/wire"
 	"github.com/greatjail/cvm/launcher/builtintest"
 )
 
@@ -43,26 +42,12 @@ const (
 )
 
 func run() error {
-	for _, m := range []struct{ src, dir, fs string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s: %w", m.dir, err)
-		}
-	}
-	list, err := os.ReadFile(wire.ModuleList)
-	if err != nil {
+	if err := hostproc.Mount(); err != nil {
 		return err
 	}
-	for _, name := range strings.Fields(string(list)) {
-		if err := load("/lib/modules/" + name + ".ko"); err != nil {
-			return fmt.Errorf("load module %s: %w", name, err)
-		}
+	if err := hostproc.LoadKVM(nil); err != nil {
+		return err
 	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
-	}
-	say("kvm ready")
 	if err := loopbackUp(); err != nil {
 		return err
 	}
@@ -189,18 +174,6 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("loopback: SIOCSIFFLAGS lo up: %w", err)
-	}
-	return nil
-}
-
-func load(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
-		return err
 	}
 	return nil
 }

@@ -24,7 +24,6 @@ import (
 
 	"github.com/greatjail/cvm/internal/testhost"
 	"github.com/greatjail/cvm/internal/testhost/hostproc"
-	"github.com/greatjail/cvm/internal/testhost/wire"
 	"github.com/greatjail/cvm/launcher/shim/builtintest"
 )
 
@@ -34,16 +33,8 @@ var say = hostproc.Say
 func main() { hostproc.Main(run) }
 
 func run() error {
-	for _, m := range []struct{ src, dir, fs string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
-		{"cgroup2", "/sys/fs/cgroup", "cgroup2"},
-	} {
-		if err := os.MkdirAll(m.dir, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s: %w", m.dir, err)
-		}
+	if err := hostproc.Mount(); err != nil {
+		return err
 	}
 	b, err := os.ReadFile(builtintest.InitConfigPath)
 	if err != nil {
@@ -53,19 +44,9 @@ func run() error {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", builtintest.InitConfigPath, err)
 	}
-	list, err := os.ReadFile(wire.ModuleList)
-	if err != nil {
+	if err := hostproc.LoadKVM(cfg.ModuleParams); err != nil {
 		return err
 	}
-	for _, name := range strings.Fields(string(list)) {
-		if err := load("/lib/modules/"+name+".ko", cfg.ModuleParams[name]); err != nil {
-			return fmt.Errorf("load module %s: %w", name, err)
-		}
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return fmt.Errorf("no /dev/kvm after loading %s: %w", strings.Join(strings.Fields(string(list)), ", "), err)
-	}
-	say("kvm ready")
 	if err := loopbackUp(); err != nil {
 		return err
 	}
@@ -129,18 +110,6 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("loopback: SIOCSIFFLAGS lo up: %w", err)
-	}
-	return nil
-}
-
-func load(path, params string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil && err != unix.EEXIST {
-		return err
 	}
 	return nil
 }
