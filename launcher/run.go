@@ -450,17 +450,24 @@ func (r *run) finish(err error) {
 }
 
 // stopReason says how the stopped engine ended.
-func (r *run) stopReason() string {
-	if err := r.h.Wait(); err != nil {
+func (r *run) stopReason() string { return StopReason(r.h) }
+
+// consoleTail returns the last lines of the console log, prefixed for an
+// error message.
+func (r *run) consoleTail() string { return ConsoleTail(filepath.Join(r.dir, ConsoleLog)) }
+
+// StopReason says how the stopped engine of h ended, for an error message.
+func StopReason(h engine.Handle) string {
+	if err := h.Wait(); err != nil {
 		return err.Error()
 	}
 	return "it powered off or rebooted"
 }
 
-// consoleTail returns the last lines of the console log, prefixed for an
-// error message.
-func (r *run) consoleTail() string {
-	path := filepath.Join(r.dir, ConsoleLog)
+// ConsoleTail returns the last 20 lines of the guest console log at path,
+// escaped (guesttext) and prefixed for an error message, with the
+// kernel's panic line first if it is further up.
+func ConsoleTail(path string) string {
 	tail, panicLine, err := guesttext.Tail(path, 20, "Kernel panic")
 	switch {
 	case err != nil:

@@ -96,7 +96,8 @@ func TestQEMUArgs(t *testing.T) {
 		kvm  bool
 		want [][]string // consecutive pairs that must appear
 	}{
-		{false, [][]string{{"-accel", "tcg"}, {"-cpu", "max"}}},
+		// More than one vCPU under TCG: one host thread for all of them.
+		{false, [][]string{{"-accel", "tcg,thread=single"}, {"-cpu", "max"}}},
 		{true, [][]string{{"-accel", "kvm"}, {"-cpu", "host"}}},
 	} {
 		args := (&QEMU{KVM: tc.kvm}).Args(m)

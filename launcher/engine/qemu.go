@@ -55,11 +55,22 @@ func (q *QEMU) Args(m Machine) []string {
 	if q.KVM {
 		cpu = "host"
 	}
+	accel := q.Accel()
+	if !q.KVM && m.VCPUs > 1 {
+		// Multi-threaded TCG (a host thread per vCPU, QEMU's default)
+		// lets a Linux guest of more than one vCPU die now and then on
+		// its own text patching: a static key flipped on one vCPU (for
+		// example sched_clock's, when a loaded host makes the guest mark
+		// its TSC unstable) leaves another executing a stale int3
+		// ("Oops: int3 ... Kernel panic", seen with QEMU 7.2 here). One
+		// host thread running the vCPUs in turn does not (docs/testing.md).
+		accel = "tcg,thread=single"
+	}
 	args := []string{
 		"-nodefaults", "-no-user-config", "-no-reboot",
 		"-display", "none", "-nic", "none",
 		"-machine", "q35",
-		"-accel", q.Accel(), "-cpu", cpu,
+		"-accel", accel, "-cpu", cpu,
 		"-m", strconv.FormatUint(m.Memory>>20, 10) + "M",
 		"-smp", strconv.Itoa(m.VCPUs),
 		"-kernel", m.Kernel, "-initrd", m.Initrd, "-append", m.Cmdline,

@@ -21,6 +21,7 @@ import (
 
 	"github.com/greatjail/cvm/guest-agent/launchconfig"
 	"github.com/greatjail/cvm/guest-agent/link"
+	"github.com/greatjail/cvm/internal/guesttext"
 	"github.com/greatjail/cvm/launcher"
 	"github.com/greatjail/cvm/launcher/engine"
 	"github.com/greatjail/cvm/launcher/kernel"
@@ -440,7 +441,7 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	}
 	if conf != nil {
 		if err := v.attest(ctx, agentv1.NewAgentClient(client), lh, digest); err != nil {
-			return err
+			return v.ifStopped(err, h, stopGrace, "attestation", m.ConsoleLog)
 		}
 	}
 	v.h, v.sess, v.lh, v.alog = h, sess, lh, alog
@@ -473,12 +474,34 @@ func (v *vmSandbox) attest(ctx context.Context, agent agentv1.AgentClient, lh *l
 			return fmt.Errorf("shim: pod %q: the key broker %s is unreachable: %w: %w", v.pod, conf.KBS, kerr, errdefs.ErrUnavailable)
 		} else if reached {
 			return fmt.Errorf("shim: pod %q: the guest reached %s but could not open a session with the key broker there (is the CA the broker's?): %s: %w",
-				v.pod, conf.KBS, st.Message(), errdefs.ErrUnavailable)
+				v.pod, conf.KBS, guestMessage(st), errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("shim: pod %q: the key broker %s is unavailable: %s: %w", v.pod, conf.KBS, st.Message(), errdefs.ErrUnavailable)
+		return fmt.Errorf("shim: pod %q: the key broker %s is unavailable: %s: %w", v.pod, conf.KBS, guestMessage(st), errdefs.ErrUnavailable)
 	}
-	return fmt.Errorf("shim: pod %q: attestation: %s", v.pod, st.Message())
+	return fmt.Errorf("shim: pod %q: attestation: %s", v.pod, guestMessage(st))
 }
+
+// stopGrace is how long ifStopped waits for a guest whose link broke to
+// be reaped.
+const stopGrace = 2 * time.Second
+
+// ifStopped returns err, or, if the guest of h stops within grace, an
+// error saying so (how it ended, its console's tail from consoleLog)
+// that wraps err. The link breaks just before the engine is reaped;
+// without this, a guest that crashed reads as "ttrpc: closed".
+func (v *vmSandbox) ifStopped(err error, h engine.Handle, grace time.Duration, during, consoleLog string) error {
+	select {
+	case <-h.Exited():
+	case <-time.After(grace):
+		return err
+	}
+	return fmt.Errorf("shim: pod %q: the microVM stopped during %s (%s)%s: %w",
+		v.pod, during, launcher.StopReason(h), launcher.ConsoleTail(consoleLog), err)
+}
+
+// guestMessage is a status message that came from the guest, escaped and
+// bounded for the host's logs and errors.
+func guestMessage(st *status.Status) string { return guesttext.Line(st.Message(), 512) }
 
 // ReleaseRootfs unplugs the container's disk (if it was hot-plugged) and
 // removes its image, once the guest unmounted it.
