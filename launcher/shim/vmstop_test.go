@@ -20,10 +20,12 @@ type stoppedHandle struct {
 	waitErr error
 }
 
-func (h *stoppedHandle) Link(context.Context) (io.ReadWriteCloser, error) { return nil, errors.New("no link") }
-func (h *stoppedHandle) Wait() error                                     { <-h.exited; return h.waitErr }
-func (h *stoppedHandle) Exited() <-chan struct{}                         { return h.exited }
-func (h *stoppedHandle) Kill()                                           {}
+func (h *stoppedHandle) Link(context.Context) (io.ReadWriteCloser, error) {
+	return nil, errors.New("no link")
+}
+func (h *stoppedHandle) Wait() error             { <-h.exited; return h.waitErr }
+func (h *stoppedHandle) Exited() <-chan struct{} { return h.exited }
+func (h *stoppedHandle) Kill()                   {}
 
 var _ engine.Handle = (*stoppedHandle)(nil)
 
