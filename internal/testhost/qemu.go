@@ -2,6 +2,7 @@ package testhost
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,8 @@ type BootOptions struct {
 	// it with a serial receive interrupt; a freeze that does not revive
 	// ends the boot with an error.
 	Unfreeze bool
+	// PowerOffGrace overrides the package's PowerOffGrace (tests).
+	PowerOffGrace time.Duration
 }
 
 // HostCmdline is the test host's kernel command line.
@@ -182,10 +185,11 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 			// so the freeze watcher stops and a timer ends QEMU if it
 			// does not exit by itself.
 			stopWatch()
-			powerOff = time.AfterFunc(PowerOffGrace, func() {
+			grace := cmp.Or(o.PowerOffGrace, PowerOffGrace)
+			powerOff = time.AfterFunc(grace, func() {
 				stopped.Store(true)
 				if o.Log != nil {
-					fmt.Fprintf(o.Log, "TESTHOST| the test host did not power off within %v of its /init finishing; stopping QEMU (pid %d)\n", PowerOffGrace, cmd.Process.Pid)
+					fmt.Fprintf(o.Log, "TESTHOST| the test host did not power off within %v of its /init finishing; stopping QEMU (pid %d)\n", grace, cmd.Process.Pid)
 				}
 				cmd.Process.Kill()
 			})
