@@ -216,8 +216,10 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 
 	run := startTTY(t, d, 33, 111, ctr, d.CtrArgs("run", "-t", "--rm", "--runtime", "io.containerd.cvm.v2", image, "vm-tty", "/bin/prog", "tty")...)
 	// containerd's spec gives the container its own devpts: the init's
-	// terminal is its /dev/pts/0, the exec's /dev/pts/1.
-	if !run.scr.waitFor("tty 33 111 /dev/pts/0", 4*time.Minute) {
+	// terminal is its /dev/pts/0, the exec's /dev/pts/1. (The size on
+	// that first line may still be 0 0: ctr sends it with ResizePty
+	// after the start; the "line" replies check it.)
+	if !run.scr.waitFor(" /dev/pts/0\r", 4*time.Minute) {
 		run.fail("the container's process never reported its terminal /dev/pts/0")
 	}
 	run.typeUntil("a", "line a 33 111")
@@ -226,7 +228,7 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 
 	// While the init process waits for input: an exec with its own terminal.
 	ex := startTTY(t, d, 20, 70, ctr, d.CtrArgs("task", "exec", "-t", "--exec-id", "e1", "vm-tty", "/bin/prog", "tty")...)
-	if !ex.scr.waitFor("tty 20 70 /dev/pts/1", 2*time.Minute) {
+	if !ex.scr.waitFor(" /dev/pts/1\r", 2*time.Minute) {
 		ex.fail("the exec process never reported its terminal /dev/pts/1")
 	}
 	ex.typeUntil("x", "line x 20 70")
@@ -269,7 +271,7 @@ func TestCtrRunTerminalInVM(t *testing.T) {
 		ep := "unix://" + d.Address
 		ex := startTTY(t, d, 25, 90, crictl, "--config", filepath.Join(d.Dir, "crictl.yaml"), "--runtime-endpoint", ep,
 			"--image-endpoint", ep, "exec", "-it", cid, "/bin/prog", "tty")
-		if !ex.scr.waitFor("tty 25 90 /dev/pts/0", 2*time.Minute) {
+		if !ex.scr.waitFor(" /dev/pts/0\r", 2*time.Minute) {
 			ex.fail("the exec process never reported its terminal /dev/pts/0")
 		}
 		ex.typeUntil("k", "line k 25 90")
