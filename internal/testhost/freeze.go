@@ -14,18 +14,27 @@ import (
 	"time"
 )
 
-// Freeze is one time the test host stopped: QEMU used no CPU time for
-// FrozenAfter. Seen so far (QEMU 7.2, TCG, emulated SVM, at a nested
-// guest's boot): the test host's CPU halted in its idle loop with
-// interrupts enabled, its local APIC holding the timer interrupt in IRR,
-// deliverable, and QEMU never waking the vCPU for it. A serial receive
-// interrupt makes QEMU look at the APIC again, and the test host runs on.
+// Freeze is one time the test host stopped. Two kinds are seen (QEMU
+// 7.2, TCG, emulated SVM), alike in that the test host's local APIC holds
+// the timer interrupt in IRR, deliverable, and QEMU never delivers it:
+//   - idle: its CPU halted in the idle loop and QEMU uses no CPU time for
+//     FrozenAfter;
+//   - busy: its CPU spins at one instruction (waiting for what the timer
+//     would bring) and QEMU uses a whole host CPU, while the console says
+//     nothing for SilentAfter.
+//
+// A serial receive interrupt makes QEMU look at the APIC again, and the
+// test host runs on.
 type Freeze struct {
-	Idle time.Duration // without CPU time before the watcher acted
+	Idle time.Duration // without CPU time (idle) or console output (busy) before the watcher acted
+	Busy bool          // the busy kind
 	// State is QEMU's monitor's "info registers", "info lapic" and
 	// "info pic" at that moment.
-	State   string
-	Revived bool // a serial receive interrupt revived it
+	State string
+	// Revived: the test host ran again after the kick (an idle freeze:
+	// QEMU used CPU time, or the boot ended meanwhile). A busy freeze is
+	// not judged: the next silence kicks again.
+	Revived bool
 }
 
 // FrozenAfter is how long QEMU may use no CPU time before the watcher
@@ -33,13 +42,28 @@ type Freeze struct {
 // second (timers; the Go runtimes inside).
 const FrozenAfter = time.Minute
 
+// SilentAfter is how long the console may say nothing before the watcher
+// kicks the serial line anyway. A busy test host may be silent that long
+// (a quiet nested boot); the kick does it no harm.
+const SilentAfter = 3 * time.Minute
+
+// watchTimes are watchFreeze's bounds (tests shorten them).
+type watchTimes struct {
+	poll, frozen, silent, revive time.Duration
+}
+
+var defaultWatch = watchTimes{poll: 10 * time.Second, frozen: FrozenAfter, silent: SilentAfter, revive: 20 * time.Second}
+
 // watchFreeze watches QEMU (p) until ctx ends. When it has used no CPU
-// time for FrozenAfter, watchFreeze writes QEMU's view of the CPU and its
-// interrupt controllers (from the human monitor at monitor) to log behind
-// "FREEZE| " and writes a newline to the serial console's input (kick). If
-// QEMU then runs again it goes on watching; otherwise it kills QEMU and
+// time for w.frozen, or the console (whose last line came at lastLine())
+// has been silent for w.silent, watchFreeze writes QEMU's view of the CPU
+// and its interrupt controllers (from the human monitor at monitor) to log
+// behind "FREEZE| " and writes a newline to the serial console's input
+// (kick). After an idle freeze it waits up to w.revive: QEMU using CPU
+// time again, QEMU gone, or ctx ending (the boot reported "done" or
+// ended) all mean the test host ran on; otherwise it kills QEMU and
 // returns dead.
-func watchFreeze(ctx context.Context, p *os.Process, monitor string, kick io.Writer, log io.Writer) (freezes []Freeze, dead bool) {
+func watchFreeze(ctx context.Context, p *os.Process, monitor string, kick io.Writer, log io.Writer, lastLine func() time.Time, w watchTimes) (freezes []Freeze, dead bool) {
 	say := func(format string, a ...any) {
 		if log == nil {
 			return
@@ -48,22 +72,7 @@ func watchFreeze(ctx context.Context, p *os.Process, monitor string, kick io.Wri
 			fmt.Fprintf(log, "FREEZE| %s\n", l)
 		}
 	}
-	last, since := cpuTicks(p.Pid), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return freezes, false
-		case <-time.After(10 * time.Second):
-		}
-		if now := cpuTicks(p.Pid); now != last || now < 0 {
-			last, since = now, time.Now()
-			continue
-		}
-		if time.Since(since) < FrozenAfter {
-			continue
-		}
-		f := Freeze{Idle: time.Since(since).Round(time.Second)}
-		say("QEMU (pid %d) used no CPU time for %v; its monitor:", p.Pid, f.Idle)
+	state := func() string {
 		cmds := []string{"info registers", "info lapic", "info pic"}
 		replies, err := hmp(monitor, cmds...)
 		var b strings.Builder
@@ -73,13 +82,62 @@ func watchFreeze(ctx context.Context, p *os.Process, monitor string, kick io.Wri
 		if err != nil {
 			fmt.Fprintf(&b, "%v\n", err)
 		}
-		f.State = b.String()
+		return b.String()
+	}
+	last, since := cpuTicks(p.Pid), time.Now()
+	kicked := time.Time{} // the last silence kick
+	for {
+		select {
+		case <-ctx.Done():
+			return freezes, false
+		case <-time.After(w.poll):
+		}
+		now := cpuTicks(p.Pid)
+		if now < 0 {
+			return freezes, false // QEMU is gone: BootHost sees how it ended
+		}
+		if now != last {
+			last, since = now, time.Now()
+			quiet := time.Since(lastLine())
+			if quiet < w.silent || time.Since(kicked) < w.silent {
+				continue
+			}
+			f := Freeze{Idle: quiet.Round(time.Second), Busy: true}
+			say("QEMU (pid %d) is busy but the console has said nothing for %v; its monitor:", p.Pid, f.Idle)
+			f.State = state()
+			say("%s", f.State)
+			say("kicking the serial line")
+			kick.Write([]byte("\n"))
+			kicked = time.Now()
+			freezes = append(freezes, f)
+			continue
+		}
+		if time.Since(since) < w.frozen {
+			continue
+		}
+		f := Freeze{Idle: time.Since(since).Round(time.Second)}
+		say("QEMU (pid %d) used no CPU time for %v; its monitor:", p.Pid, f.Idle)
+		f.State = state()
 		say("%s", f.State)
+		before := cpuTicks(p.Pid) // the monitor's own work excluded
 		kick.Write([]byte("\n"))
-		time.Sleep(20 * time.Second)
-		if now := cpuTicks(p.Pid); now > last+100 { // a second of CPU: it runs again
+		select {
+		case <-ctx.Done():
+			// The boot reported "done" or ended meanwhile: the test
+			// host ran after the kick.
 			f.Revived = true
-			say("a serial receive interrupt revived the test host (%d → %d CPU ticks)", last, now)
+			say("a serial receive interrupt revived the test host (it finished)")
+			return append(freezes, f), false
+		case <-time.After(w.revive):
+		}
+		switch now := cpuTicks(p.Pid); {
+		case now < 0:
+			f.Revived = true
+			say("a serial receive interrupt revived the test host (QEMU has exited)")
+			return append(freezes, f), false
+		case now > before:
+			f.Revived = true
+			say("a serial receive interrupt revived the test host (%d → %d CPU ticks)", before, now)
 			freezes = append(freezes, f)
 			last, since = now, time.Now()
 			continue
@@ -92,7 +150,7 @@ func watchFreeze(ctx context.Context, p *os.Process, monitor string, kick io.Wri
 }
 
 // cpuTicks returns the user and system CPU time of pid in clock ticks,
-// or -1.
+// or -1 if it has exited.
 func cpuTicks(pid int) int64 {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
@@ -100,8 +158,8 @@ func cpuTicks(pid int) int64 {
 	}
 	_, rest, _ := strings.Cut(string(b), ") ")
 	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return -1
+	if len(f) < 13 || f[0] == "Z" || f[0] == "X" {
+		return -1 // gone, or exited and not yet reaped
 	}
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)

@@ -33,9 +33,10 @@ type BootOptions struct {
 	// hostinit lines and every guest console line, prefixed).
 	Log io.Writer
 	// Unfreeze makes BootHost watch for the test host freezing (QEMU uses
-	// no CPU time at all: see Freeze), log QEMU's view of it and revive
-	// it with a serial receive interrupt; a freeze that does not revive
-	// ends the boot with an error.
+	// no CPU time at all, or is busy while the console stays silent: see
+	// Freeze), log QEMU's view of it and revive it with a serial receive
+	// interrupt; an idle freeze that does not revive ends the boot with an
+	// error.
 	Unfreeze bool
 	// PowerOffGrace overrides the package's PowerOffGrace (tests).
 	PowerOffGrace time.Duration
@@ -119,14 +120,17 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 		return nil, fmt.Errorf("testhost: start %s: %w", o.QEMU, err)
 	}
 	var ho HostOutput
-	var dead bool // a freeze did not revive
+	var dead bool             // a freeze did not revive
+	var lastLine atomic.Int64 // when the console's last line came (Unix ns)
+	lastLine.Store(time.Now().UnixNano())
 	watched := make(chan struct{})
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	if o.Unfreeze {
 		go func() {
 			defer close(watched)
-			ho.Freezes, dead = watchFreeze(wctx, cmd.Process, monitor, kick, o.Log)
+			ho.Freezes, dead = watchFreeze(wctx, cmd.Process, monitor, kick, o.Log,
+				func() time.Time { return time.Unix(0, lastLine.Load()) }, defaultWatch)
 		}()
 	} else {
 		close(watched)
@@ -140,6 +144,7 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 	s.Buffer(make([]byte, 64<<10), 4<<20)
 	for s.Scan() {
 		line := strings.TrimRight(s.Text(), "\r")
+		lastLine.Store(time.Now().UnixNano())
 		if o.Log != nil {
 			fmt.Fprintln(o.Log, line)
 		}
