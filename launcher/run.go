@@ -245,16 +245,8 @@ func (r *run) boot(ctx context.Context, timeout time.Duration) (agentv1.AgentCli
 		}
 	}()
 	fail := func(what string, err error) error {
-		// The link usually breaks just before the engine is reaped: give
-		// a stopping guest a moment, so the error says it stopped.
-		select {
-		case <-r.h.Exited():
-		case <-time.After(2 * time.Second):
-		}
-		select {
-		case <-r.h.Exited():
+		if StoppedWithin(r.h, StopGrace) {
 			return fmt.Errorf("%w: the guest stopped while %s (%s)%s", ErrLaunch, what, r.stopReason(), r.consoleTail())
-		default:
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %s: %w", ErrLaunch, what, ctx.Err())
@@ -455,6 +447,22 @@ func (r *run) stopReason() string { return StopReason(r.h) }
 // consoleTail returns the last lines of the console log, prefixed for an
 // error message.
 func (r *run) consoleTail() string { return ConsoleTail(filepath.Join(r.dir, ConsoleLog)) }
+
+// StopGrace is how long StoppedWithin is given after a broken link: the
+// link usually breaks just before the engine is reaped.
+const StopGrace = 2 * time.Second
+
+// StoppedWithin reports whether the guest of h has stopped, or stops
+// within grace, so that an error can say it stopped (and why) rather than
+// only that its link broke.
+func StoppedWithin(h engine.Handle, grace time.Duration) bool {
+	select {
+	case <-h.Exited():
+		return true
+	case <-time.After(grace):
+		return false
+	}
+}
 
 // StopReason says how the stopped engine of h ended, for an error message.
 func StopReason(h engine.Handle) string {

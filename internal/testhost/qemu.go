@@ -184,11 +184,9 @@ func BootHost(ctx context.Context, o BootOptions) (*HostOutput, error) {
 				break
 			}
 			done = true
-			// Everything is reported; what is left is the power-off.
-			// The test host has frozen there too (halted with
-			// interrupts off, where no serial interrupt can reach it),
-			// so the freeze watcher stops and a timer ends QEMU if it
-			// does not exit by itself.
+			// Everything is reported; what is left is the power-off:
+			// the freeze watcher has nothing more to guard, and a timer
+			// ends QEMU should it not exit by itself.
 			stopWatch()
 			grace := cmp.Or(o.PowerOffGrace, PowerOffGrace)
 			powerOff = time.AfterFunc(grace, func() {

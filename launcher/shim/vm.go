@@ -441,7 +441,7 @@ func (v *vmSandbox) boot(ctx context.Context, disk string) (err error) {
 	}
 	if conf != nil {
 		if err := v.attest(ctx, agentv1.NewAgentClient(client), lh, digest); err != nil {
-			return v.ifStopped(err, h, stopGrace, "attestation", m.ConsoleLog)
+			return v.ifStopped(err, h, launcher.StopGrace, "attestation", m.ConsoleLog)
 		}
 	}
 	v.h, v.sess, v.lh, v.alog = h, sess, lh, alog
@@ -481,18 +481,12 @@ func (v *vmSandbox) attest(ctx context.Context, agent agentv1.AgentClient, lh *l
 	return fmt.Errorf("shim: pod %q: attestation: %s", v.pod, guestMessage(st))
 }
 
-// stopGrace is how long ifStopped waits for a guest whose link broke to
-// be reaped.
-const stopGrace = 2 * time.Second
-
 // ifStopped returns err, or, if the guest of h stops within grace, an
 // error saying so (how it ended, its console's tail from consoleLog)
 // that wraps err. The link breaks just before the engine is reaped;
 // without this, a guest that crashed reads as "ttrpc: closed".
 func (v *vmSandbox) ifStopped(err error, h engine.Handle, grace time.Duration, during, consoleLog string) error {
-	select {
-	case <-h.Exited():
-	case <-time.After(grace):
+	if !launcher.StoppedWithin(h, grace) {
 		return err
 	}
 	return fmt.Errorf("shim: pod %q: the microVM stopped during %s (%s)%s: %w",

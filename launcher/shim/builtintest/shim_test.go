@@ -179,7 +179,7 @@ func TestBuiltinShim(t *testing.T) {
 	// bootErr.
 	if out != nil {
 		for _, f := range out.Freezes {
-			t.Logf("the test host froze (no CPU time for %v), revived: %v; QEMU's view:\n%s", f.Idle, f.Revived, f.State)
+			t.Logf("the test host froze (busy %v, for %v), revived: %v; QEMU's view:\n%s", f.Busy, f.Idle, f.Revived, f.State)
 		}
 	}
 	if bootErr != nil {
